@@ -1,0 +1,22 @@
+"""Target-hardware engine: timing, roofline metrics, latency table, learned latency model."""
+
+from .lut import LatencyTable, Row, build_table
+from .measure import MeasureSettings, Timing, measure_module
+from .model import LatencyModel, measure_arch, validate_model
+from .roofline import Roofline, count_bytes, count_macs, probe_roofline
+
+__all__ = [
+    "LatencyTable",
+    "Row",
+    "build_table",
+    "MeasureSettings",
+    "Timing",
+    "measure_module",
+    "LatencyModel",
+    "measure_arch",
+    "validate_model",
+    "Roofline",
+    "count_bytes",
+    "count_macs",
+    "probe_roofline",
+]

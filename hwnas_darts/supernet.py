@@ -1,0 +1,160 @@
+"""The weight-sharing supernet: one :class:`MixedOp` per searchable layer.
+
+Three relaxations of the categorical choice per layer:
+
+* ``softmax`` (DARTS): every candidate runs, outputs weighted by ``softmax(alpha)``;
+* ``gumbel`` (FBNet): every candidate runs, weighted by a Gumbel-softmax sample at temperature
+  ``tau`` (annealed by the search);
+* ``single_path``: one candidate is sampled (Gumbel-max at temperature ``tau``) and only it runs;
+  the straight-through estimator ``w_k = 1 + p_k - stop_grad(p_k)`` carries the gradient to
+  every alpha of the layer, so time and memory are those of one subnet.
+
+The architecture parameters are ``nn.Parameter``s on the MixedOps (so on the supernet, which
+keeps them identical across DDP ranks); :meth:`SuperNet.arch_parameters` and
+:meth:`SuperNet.weight_parameters` split the two groups for the two optimizers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .network import build_layer
+from .space.arch import Arch, Scale
+from .space.ops import build_op
+from .space.space import LayerSpec, SearchSpace
+
+__all__ = ["MixedOp", "SuperNet", "RELAXATIONS"]
+
+RELAXATIONS = ("softmax", "gumbel", "single_path")
+
+
+def _check_relaxation(mode: str) -> str:
+    if mode not in RELAXATIONS:
+        raise ValueError(f"unknown relaxation {mode!r}; choose one of {', '.join(RELAXATIONS)}")
+    return mode
+
+
+class MixedOp(nn.Module):
+    """All candidate ops of one layer and their architecture logits ``alpha``."""
+
+    def __init__(self, layer: LayerSpec):
+        super().__init__()
+        self.name = layer.name
+        self.candidates = tuple(layer.candidates)
+        self.ops = nn.ModuleList(build_op(op, layer.c_in, layer.c_out, layer.stride) for op in self.candidates)
+        self.alpha = nn.Parameter(torch.zeros(len(self.candidates)))
+        self.last_index: int | None = None
+
+    def probs(self) -> torch.Tensor:
+        """The categorical distribution ``softmax(alpha)`` (differentiable)."""
+        return F.softmax(self.alpha, dim=-1)
+
+    def forward(self, x: torch.Tensor, mode: str = "softmax", tau: float = 1.0, index: int | None = None) -> torch.Tensor:
+        if index is not None:  # a fixed choice (candidate evaluation)
+            if not 0 <= index < len(self.ops):
+                raise ValueError(f"{self.name}: candidate index {index} out of range (0..{len(self.ops) - 1})")
+            self.last_index = index
+            return self.ops[index](x)
+        if tau <= 0:
+            raise ValueError(f"temperature must be > 0, got {tau}")
+        if len(self.ops) == 1:
+            self.last_index = 0
+            return self.ops[0](x)
+        if mode == "softmax":
+            w = self.probs()
+            return sum(wi * op(x) for wi, op in zip(w, self.ops))
+        if not self.training:  # deterministic evaluation of the stochastic relaxations: argmax path
+            k = int(self.alpha.argmax())
+            self.last_index = k
+            return self.ops[k](x)
+        if mode == "gumbel":
+            w = F.gumbel_softmax(self.alpha, tau=tau, hard=False)
+            return sum(wi * op(x) for wi, op in zip(w, self.ops))
+        if mode == "single_path":
+            g = -torch.empty_like(self.alpha).exponential_().log()
+            soft = F.softmax((self.alpha + g) / tau, dim=-1)
+            k = int(soft.argmax())
+            self.last_index = k
+            gate = 1.0 + soft[k] - soft[k].detach()  # value 1, gradient d soft_k / d alpha
+            return self.ops[k](x) * gate
+        raise ValueError(f"unknown relaxation {mode!r}")
+
+    def export(self) -> str:
+        """The most likely op."""
+        return self.candidates[int(self.alpha.detach().argmax())]
+
+    def export_probs(self) -> dict[str, float]:
+        """Probability of each candidate."""
+        p = self.probs().detach().cpu().tolist()
+        return dict(zip(self.candidates, p))
+
+
+class SuperNet(nn.Module):
+    """Stem, one MixedOp per searchable layer, head; the relaxation and temperature are attributes."""
+
+    def __init__(self, space: SearchSpace, relaxation: str = "single_path", tau: float = 1.0):
+        super().__init__()
+        self.space = space
+        self.relaxation = _check_relaxation(relaxation)
+        self.tau = float(tau)
+        base = space.plan(Arch(tuple(l.candidates[0] for l in space.layers), Scale(), space.space_id))
+        self.stem = nn.Sequential(*(build_layer(p) for p in base if p.role == "stem"))
+        self.mixed = nn.ModuleList(MixedOp(l) for l in space.layers)
+        self.head = build_layer(next(p for p in base if p.role == "head"))
+
+    # -- parameter groups ---------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture logits, one tensor per searchable layer."""
+        return [m.alpha for m in self.mixed]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (what the weight optimizer updates)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+        """Relaxed forward, or the subnet of ``arch`` when given."""
+        indices = self.space.index_of(arch) if arch is not None else [None] * len(self.mixed)
+        x = self.stem(x)
+        for m, idx in zip(self.mixed, indices):
+            x = m(x, self.relaxation, self.tau, idx)
+        return self.head(x)
+
+    # -- architecture distribution ------------------------------------------------------------
+    def probs(self) -> list[torch.Tensor]:
+        """Differentiable per-layer candidate probabilities ``softmax(alpha)``."""
+        return [m.probs() for m in self.mixed]
+
+    def sampled_arch(self) -> Arch:
+        """The subnet the last single-path forward ran."""
+        idx = [m.last_index if m.last_index is not None else 0 for m in self.mixed]
+        return self.space.from_indices(idx)
+
+    def derive(self) -> Arch:
+        """The argmax architecture."""
+        return Arch(tuple(m.export() for m in self.mixed), Scale(), self.space.space_id)
+
+    def alphas_dict(self) -> dict[str, dict[str, float]]:
+        """``{layer name: {op: probability}}``."""
+        return {m.name: m.export_probs() for m in self.mixed}
+
+    def sample_archs(self, k: int, generator: torch.Generator | None = None) -> list[Arch]:
+        """``k`` architectures sampled independently per layer from ``softmax(alpha)``."""
+        out = []
+        with torch.no_grad():
+            probs = [p.detach().cpu() for p in self.probs()]
+            for _ in range(k):
+                idx = [int(torch.multinomial(p, 1, generator=generator)) for p in probs]
+                out.append(self.space.from_indices(idx))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"relaxation={self.relaxation}, tau={self.tau:g}, space={self.space.space_id}"
+
+    def state_summary(self) -> dict[str, Any]:
+        return {"relaxation": self.relaxation, "tau": self.tau, "space_id": self.space.space_id}
