@@ -237,6 +237,7 @@ class DeriveConfig:
 
     num_samples: int = 8
     constrained: bool = True
+    measure: bool = True
     finetune_steps: int = 0
     eval_batches: int | None = None
     max_skips: int | None = None

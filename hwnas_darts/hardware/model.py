@@ -91,7 +91,12 @@ class LatencyModel:
         if missing:
             raise LUTError(f"the latency table lacks {len(missing)} rows this space needs (first: {missing[0]}); "
                            "build them with `python -m hwnas_darts.lut build`")
-        self.calibration = calibration if calibration is not None else table.calibration
+        cal = calibration if calibration is not None else table.calibration
+        if cal and cal.get("space_id") not in (None, space.space_id):
+            _logger.warning("the latency table's calibration was fitted for space %s, not %s; using the plain table sum",
+                            cal.get("space_id"), space.space_id)
+            cal = {}
+        self.calibration = cal
         self._coef, self._intercept = self._unpack(self.calibration)
         # per-layer tensors for the differentiable expectation (base scale)
         self._lat_cal: list[torch.Tensor] = []
@@ -225,6 +230,7 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
     pred = x @ sol.x
     return {
         "form": "c0 + sum_g s_g * LUT_g, g = op family @ stage",
+        "space_id": model.space.space_id,
         "coef": dict(zip(groups, (float(v) for v in sol.x[1:]))),
         "intercept_ms": float(sol.x[0]),
         "ridge": ridge,
@@ -289,6 +295,7 @@ def validation_report(model: LatencyModel, archs: Sequence[Arch], measured_ms: S
     mv = rank_metrics(macs, measured_ms)
     return {
         "n": len(archs),
+        "space_id": model.space.space_id,
         "table_sum": rank_metrics(raw, measured_ms),
         "learned": rank_metrics(cal, measured_ms),
         "macs_vs_latency": {"spearman": mv["spearman"], "kendall": mv["kendall"], "n": mv["n"]},

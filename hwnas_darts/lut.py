@@ -1,0 +1,291 @@
+"""``python -m hwnas_darts.lut build|probe|validate|show``: latency tables for your device.
+
+* ``build``: measure every (op, shape) row the config's space needs on the configured device
+  (only the rows a given ``--lut`` table lacks), probe the roofline, measure random networks
+  end to end to learn the calibration, validate on held-out networks, save.
+* ``probe``: measure the device's peak compute rate and memory bandwidth (and store them in a
+  table with ``--lut``).
+* ``validate``: measure N held-out random networks and compare with the table's predictions.
+* ``show``: print a table's device record, roofline, calibration, validation and rows.
+
+:func:`obtain_table` is what ``fit`` uses: a table from a path, or (``hardware.lut: auto``)
+a matching one from ``configs/luts/`` or the user cache, or a freshly built one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import Config, load_config
+from .errors import HwnasError, LUTError
+from .hardware.lut import LatencyTable, build_table
+from .hardware.measure import MeasureSettings
+from .hardware.model import LatencyModel, calibrate_and_validate, validate_model
+from .hardware.roofline import probe_roofline
+from .space.space import SearchSpace
+
+__all__ = ["obtain_table", "cache_dir", "ensure_calibration", "main"]
+
+_logger = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where built tables are cached for reuse (``HWNAS_CACHE`` or ``~/.cache/hwnas_darts/luts``)."""
+    base = os.environ.get("HWNAS_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "hwnas_darts" / "luts"
+
+
+def _device_slug(record: dict[str, Any]) -> str:
+    blob = json.dumps(record, sort_keys=True).encode()
+    name = "".join(ch if ch.isalnum() else "-" for ch in str(record.get("name", "device")).lower()).strip("-")[:40]
+    return f"{record['kind']}-{name}-{hashlib.sha1(blob).hexdigest()[:8]}"
+
+
+def _search_dirs() -> list[Path]:
+    dirs = []
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        d = base / "configs" / "luts"
+        if d.is_dir() and d not in dirs:
+            dirs.append(d)
+    dirs.append(cache_dir())
+    return dirs
+
+
+def find_matching_table(record: dict[str, Any], space: SearchSpace) -> LatencyTable | None:
+    """A stored table for this device record that covers ``space`` and is calibrated for it."""
+    for d in _search_dirs():
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.json")):
+            try:
+                table = LatencyTable.load(path)
+            except LUTError as exc:
+                _logger.warning("ignoring unreadable latency table %s: %s", path, exc)
+                continue
+            if table.mismatches(record) or not table.covers(space):
+                continue
+            cal = table.calibration or {}
+            if cal.get("space_id") == space.space_id:
+                return table
+    return None
+
+
+def ensure_calibration(table: LatencyTable, space: SearchSpace, settings: MeasureSettings, n_calib: int,
+                       n_valid: int, seed: int = 0, progress: Callable[[str, int, int], None] | None = None) -> None:
+    """Fit (and validate) the calibration for ``space`` unless the table already has one for it."""
+    cal = table.calibration or {}
+    if cal.get("space_id") == space.space_id or n_calib < 3:
+        return
+    calibrate_and_validate(table, space, settings, n_calib, n_valid, seed=seed, progress=progress)
+
+
+def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
+                 progress: Callable[[str, int, int], None] | None = None, save_cache: bool = True) -> tuple[LatencyTable, str]:
+    """The latency table for this run and where it came from (``loaded PATH`` / ``built``).
+
+    ``hardware.lut``: a path (loaded, checked against this device record and space, extended
+    with missing rows and calibrated if needed), ``auto`` (a matching stored table, else build
+    and cache one) or ``build`` (always measure afresh).
+    """
+    hw = cfg.hardware
+    record = settings.record()
+    source = "built"
+    table: LatencyTable | None = None
+    if hw.lut not in (None, "auto", "build"):
+        table = LatencyTable.load(hw.lut)
+        table.check_device(record, hw.allow_mismatch)
+        source = f"loaded {hw.lut}"
+    elif hw.lut == "auto":
+        table = find_matching_table(record, space)
+        if table is not None:
+            source = f"loaded {table.path}"
+    changed = False
+    if table is None or table.missing(space.all_keys()):
+        if table is not None and table.mismatches(record):
+            raise LUTError(f"latency table {table.path} lacks rows for this space and was measured under another "
+                           "device record, so they cannot be added; build a table for this device")
+        roof = None
+        if hw.probe and (table is None or table.roofline is None):
+            roof = probe_roofline(settings)
+        table = build_table(space, settings, table, roofline=roof,
+                            progress=(lambda d, t: progress("measure ops", d, t)) if progress else None)
+        changed = True
+    elif hw.probe and table.roofline is None and not table.mismatches(record):
+        table.roofline = probe_roofline(settings)
+        changed = True
+    if space.space_id not in table.space_ids:
+        table.space_ids.append(space.space_id)
+    if not table.mismatches(record):
+        before = (table.calibration or {}).get("space_id")
+        ensure_calibration(table, space, settings, hw.calibration_archs, hw.validation_archs, cfg.seed, progress)
+        changed = changed or (table.calibration or {}).get("space_id") != before
+    if changed and save_cache and hw.lut in ("auto", "build") and not table.mismatches(record):
+        path = cache_dir() / f"{_device_slug(record)}-{space.space_id}.json"
+        try:
+            table.save(path)
+            _logger.info("latency table cached at %s", path)
+        except OSError as exc:
+            _logger.warning("could not cache the latency table at %s: %s", path, exc)
+    return table, source
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def _rich_progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), transient=False)
+
+
+def progress_callback(prog) -> Callable[[str, int, int], None]:
+    tasks: dict[str, Any] = {}
+
+    def cb(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = prog.add_task(what, total=total)
+        prog.update(tasks[what], completed=done, total=total)
+
+    return cb
+
+
+def show_table(table: LatencyTable, limit: int | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    head = Table(title=f"latency table {table.path or ''}", show_header=False)
+    for k, v in table.device.items():
+        head.add_row(k, str(v))
+    head.add_row("rows", str(len(table)))
+    head.add_row("spaces", ", ".join(table.space_ids) or "-")
+    if table.roofline:
+        r = table.roofline
+        head.add_row("roofline", f"{r.peak_flops / 1e9:,.1f} GFLOP/s, {r.bandwidth / 1e9:,.1f} GB/s, ridge {r.ridge:.2f} FLOP/B")
+    if table.reference_ms:
+        head.add_row("reference", f"{table.reference_ms:.3f} ms (timings normalised to it)")
+    cal = table.calibration or {}
+    if cal:
+        head.add_row("calibration", f"{cal.get('n_archs')} networks, fit MAPE {cal.get('fit_mape_pct', float('nan')):.2f}%, "
+                     f"intercept {cal.get('intercept_ms', 0):.3f} ms, space {cal.get('space_id')}")
+    val = table.validation or {}
+    if val:
+        for key in ("table_sum", "learned"):
+            m = val[key]
+            head.add_row(f"validation {key}", f"n={m['n']} Spearman {m['spearman']:.3f} Kendall {m['kendall']:.3f} "
+                                              f"MAPE {m['mape_pct']:.2f}% within10 {100 * m['within_10pct']:.0f}%")
+    con.print(head)
+    rows = Table(title="rows")
+    for col in ("op", "input", "out", "s", "ms", "IQR", "MACs", "bytes", "I", "E"):
+        rows.add_column(col)
+    for i, row in enumerate(sorted(table.rows.values(), key=lambda r: r.key)):
+        if limit is not None and i >= limit:
+            rows.add_row("...", "", "", "", "", "", "", "", "", "")
+            break
+        m = table.row_metrics(row)
+        k = row.key
+        rows.add_row(k.op, f"{k.c_in}x{k.h}x{k.w}", str(k.c_out), str(k.stride), f"{row.latency_ms:.4f}",
+                     f"{row.iqr_ms:.4f}", f"{row.macs:,}", f"{row.bytes:,}", f"{m['intensity']:.2f}",
+                     "-" if m["efficiency"] != m["efficiency"] else f"{m['efficiency']:.3f}")
+    con.print(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .cli import run_cli, setup_logging
+
+    ap = argparse.ArgumentParser(prog="python -m hwnas_darts.lut", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="measure a latency table for the config's space on its device")
+    b.add_argument("--config", help="config YAML (default: configs/fashion_mnist.yaml)")
+    b.add_argument("--lut", help="existing table to extend (only missing rows are measured)")
+    b.add_argument("--out", help="where to save (default: the --lut file, else luts/<device>-<space>.json)")
+    b.add_argument("--no-calibrate", action="store_true", help="skip the end-to-end calibration and validation")
+    b.add_argument("--recalibrate", action="store_true", help="refit the calibration even if the table has one")
+    b.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hardware.batch_size=64")
+    p = sub.add_parser("probe", help="measure the device roofline (peak FLOP/s and bandwidth)")
+    p.add_argument("--config")
+    p.add_argument("--lut", help="store the roofline in this table")
+    p.add_argument("overrides", nargs="*")
+    v = sub.add_parser("validate", help="compare a table's predictions with end-to-end measurements")
+    v.add_argument("--config")
+    v.add_argument("--lut", required=True)
+    v.add_argument("-n", type=int, default=30, help="held-out random networks (default 30)")
+    v.add_argument("--seed", type=int, default=12345)
+    v.add_argument("--plot", help="write the predicted-vs-measured scatter plot here (PNG)")
+    v.add_argument("overrides", nargs="*")
+    s = sub.add_parser("show", help="print a table")
+    s.add_argument("lut")
+    s.add_argument("--limit", type=int, default=40, help="rows to print (0: all)")
+    args = ap.parse_args(argv)
+    setup_logging()
+
+    def run() -> int:
+        if args.cmd == "show":
+            show_table(LatencyTable.load(args.lut), args.limit or None)
+            return 0
+        cfg = load_config(args.config, args.overrides)
+        settings = MeasureSettings.from_config(cfg.hardware)
+        if args.cmd == "probe":
+            roof = probe_roofline(settings)
+            print(f"device: {settings.record()['name']}\npeak compute: {roof.peak_flops / 1e9:,.1f} GFLOP/s ({cfg.hardware.dtype})\n"
+                  f"bandwidth: {roof.bandwidth / 1e9:,.1f} GB/s\nridge point: {roof.ridge:.2f} FLOP/byte")
+            if args.lut:
+                table = LatencyTable.load(args.lut)
+                table.check_device(settings.record(), cfg.hardware.allow_mismatch)
+                table.roofline = roof
+                table.save(args.lut)
+                print(f"stored in {args.lut}")
+            return 0
+        space = SearchSpace.from_config(cfg)
+        if args.cmd == "validate":
+            table = LatencyTable.load(args.lut)
+            table.check_device(settings.record(), cfg.hardware.allow_mismatch)
+            table.check_space(space)
+            model = LatencyModel(table, space)
+            with _rich_progress() as prog:
+                cb = progress_callback(prog)
+                val = validate_model(model, space, settings, args.n, args.seed, progress=lambda d, t: cb("measure networks", d, t))
+            for key in ("table_sum", "learned"):
+                m = val[key]
+                print(f"{key:10s} Spearman {m['spearman']:.3f}  Kendall {m['kendall']:.3f}  MAPE {m['mape_pct']:.2f}%  "
+                      f"within +-10%: {100 * m['within_10pct']:.0f}%  (n={m['n']})")
+            print(f"MACs vs measured latency: Spearman {val['macs_vs_latency']['spearman']:.3f}")
+            if args.plot:
+                from .report import plot_lut_validation
+
+                plot_lut_validation(val, Path(args.plot))
+                print(f"plot: {args.plot}")
+            return 0
+        # build
+        table = LatencyTable.load(args.lut) if args.lut else None
+        if table is not None:
+            table.check_device(settings.record())
+        with _rich_progress() as prog:
+            cb = progress_callback(prog)
+            roof = probe_roofline(settings) if cfg.hardware.probe and (table is None or table.roofline is None) else None
+            table = build_table(space, settings, table, roofline=roof, progress=lambda d, t: cb("measure ops", d, t))
+            if args.recalibrate:
+                table.calibration = None
+            if not args.no_calibrate:
+                ensure_calibration(table, space, settings, cfg.hardware.calibration_archs, cfg.hardware.validation_archs,
+                                   cfg.seed, cb)
+        out = Path(args.out) if args.out else (Path(args.lut) if args.lut else
+                                               Path("luts") / f"{_device_slug(settings.record())}-{space.space_id}.json")
+        table.save(out)
+        show_table(table, limit=10)
+        print(f"saved {out} ({len(table)} rows, {table.meta.get('build_seconds', 0):.1f} s of measuring)")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

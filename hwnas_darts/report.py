@@ -1,0 +1,307 @@
+"""The run report: ``report.md`` plus PNG plots in ``RUN_DIR/plots``.
+
+Plots: the alpha distribution of every layer over the search epochs, the search's loss terms,
+the candidates (accuracy vs measured latency, Pareto front, the chosen one marked), the
+latency model's predicted-vs-measured scatter, the retraining curve and the per-layer latency
+of the final network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .io import atomic_path, atomic_write_text  # noqa: E402
+
+__all__ = ["write_report", "plot_alpha_history", "plot_alpha_snapshot", "plot_candidates", "plot_lut_validation",
+           "plot_losses", "plot_layers", "pareto_front", "hypervolume"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_alpha_snapshot(entry: dict[str, Any], path: Path) -> Path:
+    """One epoch's distribution: layers x candidates heatmap."""
+    alphas = entry["alphas"]
+    layers = list(alphas)
+    width = max(len(v) for v in alphas.values())
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * width), 0.45 * len(layers) + 1.5))
+    grid = [[probs[op] for op in probs] + [math.nan] * (width - len(probs)) for probs in alphas.values()]
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_yticks(range(len(layers)), layers)
+    ax.set_xticks(range(width), [f"#{i}" for i in range(width)])
+    for r, probs in enumerate(alphas.values()):
+        best = max(probs, key=probs.get)
+        ax.text(width - 0.5, r, f" {best}", va="center", fontsize=7)
+    ax.set_title(f"architecture distribution, epoch {entry['epoch']}")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    return _save(fig, path)
+
+
+def plot_alpha_history(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Per layer: probability of every candidate over the epochs (heatmap)."""
+    if not history:
+        return None
+    layers = list(history[0]["alphas"])
+    cols = min(3, len(layers))
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
+    epochs = [h["epoch"] for h in history]
+    for i, layer in enumerate(layers):
+        ax = axes[i // cols][i % cols]
+        ops = list(history[0]["alphas"][layer])
+        grid = [[h["alphas"][layer][op] for h in history] for op in ops]
+        ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks(range(len(ops)), ops, fontsize=6)
+        ax.set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=7)
+        ax.set_title(layer, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=7)
+    for j in range(len(layers), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    fig.suptitle("candidate probabilities per layer over the search")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_losses(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Search loss terms and expected latency per epoch."""
+    if not history:
+        return None
+    keys = sorted({k for h in history for k in h.get("stats", {})})
+    if not keys:
+        return None
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for k in keys:
+        if k.endswith("expected_latency_ms") or k.endswith("expected_macs") or k.endswith("expected_intensity"):
+            continue
+        vals = [h["stats"].get(k, math.nan) for h in history]
+        ax1.plot(epochs, vals, marker="o", label=k)
+    ax1.set_xlabel("epoch")
+    ax1.set_title("loss terms and accuracy")
+    ax1.legend(fontsize=7)
+    lat = [h["stats"].get("arch/expected_latency_ms", math.nan) for h in history]
+    ax2.plot(epochs, lat, marker="o", color="tab:red")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("ms")
+    ax2.set_title("expected latency under the architecture distribution")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (latency, accuracy) not dominated by another (lower latency and higher accuracy)."""
+    front = []
+    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((lat, acc))
+    return front
+
+
+def hypervolume(points: Sequence[tuple[float, float]], ref_latency: float, ref_accuracy: float = 0.0) -> float:
+    """Area dominated by the front of (latency, accuracy) points up to the reference point."""
+    front = [p for p in pareto_front(points) if p[0] < ref_latency and p[1] > ref_accuracy]
+    hv = 0.0
+    for i, (lat, acc) in enumerate(front):
+        next_lat = front[i + 1][0] if i + 1 < len(front) else ref_latency
+        hv += (next_lat - lat) * (acc - ref_accuracy)
+    return hv
+
+
+def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float | None = None,
+                    xlabel: str = "measured latency (ms)") -> Path | None:
+    """Validation accuracy vs measured latency of the candidates; Pareto front; the chosen one."""
+    pts = [(c["latency_ms"], c["val_accuracy"]) for c in cands if c.get("latency_ms") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], c="tab:blue", label="candidates")
+    front = pareto_front(pts)
+    ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:gray", label="Pareto front")
+    for c in cands:
+        if c.get("chosen"):
+            ax.scatter([c["latency_ms"]], [c["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:red",
+                       linewidths=2, label="chosen")
+    if target:
+        ax.axvline(target, color="tab:orange", linestyle=":", label="latency target")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation accuracy (supernet weights)")
+    ax.set_title("candidates")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_lut_validation(val: dict[str, Any], path: Path) -> Path | None:
+    """Predicted vs measured latency of held-out architectures, table sum and learned model."""
+    if not val or not val.get("measured_ms"):
+        return None
+    m = val["measured_ms"]
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    ax.scatter(m, val["predicted_raw_ms"], s=18, label=f"table sum (MAPE {val['table_sum']['mape_pct']:.1f}%)")
+    ax.scatter(m, val["predicted_ms"], s=18, label=f"learned (MAPE {val['learned']['mape_pct']:.1f}%, "
+                                                  f"Spearman {val['learned']['spearman']:.3f})")
+    lo, hi = min(m + val["predicted_raw_ms"]), max(m + val["predicted_ms"])
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+-10%")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"latency model on {val['n']} held-out architectures")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_layers(layers: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Per-layer latency share of the final network."""
+    if not layers:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(layers) + 1.2))
+    names = [f"{l['layer']}: {l['op']}" for l in layers]
+    ax.barh(range(len(layers)), [l["latency_ms"] for l in layers], color="tab:green")
+    ax.set_yticks(range(len(layers)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("latency (ms, from the table)")
+    ax.set_title("per-layer latency of the final network")
+    return _save(fig, path)
+
+
+def plot_retrain(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    if not history:
+        return None
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for key in ("retrain/loss_epoch", "retrain/train_acc", "retrain/val_acc"):
+        vals = [h.get(key, math.nan) for h in history]
+        if any(not math.isnan(v) for v in vals):
+            ax.plot(ep, vals, marker="o", label=key.split("/")[1])
+    ax.set_xlabel("epoch")
+    ax.set_title("retraining")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.{digits}g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
+    """Write ``report.md`` (and its plots) from the pipeline's context dict."""
+    run_dir = Path(run_dir)
+    plots = run_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path | None] = {}
+    hist = ctx.get("alpha_history") or []
+    made["alphas"] = plot_alpha_history(hist, plots / "alphas.png")
+    made["losses"] = plot_losses(hist, plots / "search_losses.png")
+    cands = ctx.get("candidates") or []
+    targets = ctx.get("targets") or {}
+    made["candidates"] = plot_candidates(cands, plots / "candidates.png",
+                                         targets.get("latency") if targets.get("cost") == "latency" else None)
+    made["lut"] = plot_lut_validation(ctx.get("lut_validation") or {}, plots / "lut_validation.png")
+    prof = ctx.get("profile") or {}
+    made["layers"] = plot_layers(prof.get("layers") or [], plots / "layers.png")
+    made["retrain"] = plot_retrain(ctx.get("retrain_history") or [], plots / "retrain.png")
+
+    def img(key: str, alt: str) -> str:
+        p = made.get(key)
+        return f"![{alt}](plots/{p.name})\n" if p else ""
+
+    m = ctx.get("metrics", {})
+    lines = [f"# hwnas_darts run `{ctx.get('name', run_dir.name)}`", ""]
+    lines += ["## Result", "", _table(["metric", "value"], [[k, m.get(k)] for k in (
+        "test_accuracy", "latency_ms", "latency_ms_predicted", "latency_ms_batch1", "macs", "flops", "params", "bytes",
+        "intensity", "efficiency", "score", "peak_bytes", "search_seconds", "retrain_seconds") if k in m]), ""]
+    arch = ctx.get("arch")
+    if arch:
+        lines += [f"Final architecture: `{arch}`", ""]
+    dev = ctx.get("device") or {}
+    if dev:
+        lines += ["## Target device", "", _table(["field", "value"], [[k, v] for k, v in dev.items()]), ""]
+        roof = ctx.get("roofline")
+        if roof:
+            lines += [f"Roofline (probed): peak {roof['peak_flops'] / 1e9:,.1f} GFLOP/s, bandwidth "
+                      f"{roof['bandwidth'] / 1e9:,.1f} GB/s, ridge point {roof['ridge']:.2f} FLOP/byte.", ""]
+    val = ctx.get("lut_validation")
+    if val:
+        lines += ["## Latency model", "", f"Validated on {val['n']} held-out random architectures measured end to end:", "",
+                  _table(["predictor", "Spearman", "Kendall", "MAPE %", "within +-10%"],
+                         [[name, val[key]["spearman"], val[key]["kendall"], val[key]["mape_pct"], val[key]["within_10pct"]]
+                          for name, key in (("table sum", "table_sum"), ("learned", "learned"))]), "",
+                  f"Rank correlation between MACs and measured latency on the same architectures: Spearman "
+                  f"{_fmt(val['macs_vs_latency']['spearman'])}, Kendall {_fmt(val['macs_vs_latency']['kendall'])}.", "",
+                  img("lut", "latency model validation")]
+    cfgtext = ctx.get("config_yaml")
+    lines += ["## Search", ""]
+    if ctx.get("search"):
+        s = ctx["search"]
+        lines += [f"Relaxation `{s.get('relaxation')}`, {s.get('epochs')} epochs ({s.get('warmup_epochs')} warm-up), "
+                  f"{_fmt(s.get('seconds'))} s. Targets: {targets}.", ""]
+    collapse = ctx.get("skip_share")
+    if collapse:
+        note = ("**Warning: the distribution collapsed onto skip connections** (the known DARTS failure); "
+                "consider `derive.max_skips`." if collapse.get("collapsed") else "No collapse onto skip connections.")
+        lines += [f"Skip connections: {collapse.get('argmax_skips')} of {collapse.get('layers_with_skip')} skip-capable "
+                  f"layers choose skip in the argmax; mean skip probability {_fmt(collapse.get('mean_skip_prob'))}. {note}", ""]
+    lines += [img("alphas", "alpha heatmaps"), img("losses", "loss terms")]
+    if cands:
+        lines += ["## Candidates", "", "Accuracy on the architecture-validation split with the supernet's weights; hardware "
+                  "metrics measured on the device.", "",
+                  _table(["", "arch", "sources", "val acc", "latency ms", "predicted ms", "MACs", "I", "E", "score"],
+                         [["**>**" if c.get("chosen") else "", f"`{c['arch']}`", ",".join(c.get("sources", [])),
+                           c.get("val_accuracy"), c.get("latency_ms"), c.get("latency_ms_predicted"), c.get("macs"),
+                           c.get("intensity"), c.get("efficiency"), c.get("score")] for c in cands]), "",
+                  img("candidates", "candidates")]
+        claim = ctx.get("flops_claim")
+        if claim:
+            lines += [claim, ""]
+    plan = ctx.get("plan") or []
+    if plan:
+        lines += ["## Final network", "", _table(["layer", "op", "input (CxHxW)", "out channels", "stride"],
+                                               [[p["name"], f"`{p['op']}`", f"{p['c_in']}x{p['h']}x{p['w']}", p["c_out"],
+                                                 p["stride"]] for p in plan]), ""]
+    if prof.get("layers"):
+        lines += ["### Profile per layer", "", _table(["layer", "op", "MACs", "bytes", "I", "latency ms", "share"],
+                                                   [[l["layer"], f"`{l['op']}`", l["macs"], l["bytes"], l["intensity"],
+                                                     l["latency_ms"], f"{100 * l['share']:.1f}%"] for l in prof["layers"]]),
+                  "", img("layers", "per-layer latency")]
+    lines += [img("retrain", "retraining")]
+    exports = ctx.get("exports") or []
+    if exports:
+        lines += ["## Exports", "", "Each file was reloaded in a fresh process and compared with the eager network at a "
+                  "batch size different from the one used to export.", "",
+                  _table(["kind", "file", "kept", "max abs diff", "same predictions", "note"],
+                         [[e["kind"], e.get("path") and Path(e["path"]).name, e["ok"], e.get("max_abs_diff"),
+                           e.get("same_predictions"), e.get("reason") or ""] for e in exports]), ""]
+    stages = ctx.get("stages") or {}
+    if stages:
+        lines += ["## Stage timings", "", _table(["stage", "seconds"], [[k, v.get("seconds")] for k, v in stages.items()]), ""]
+    if cfgtext:
+        lines += ["## Configuration", "", "```yaml", cfgtext.rstrip(), "```", ""]
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

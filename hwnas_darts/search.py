@@ -1,0 +1,234 @@
+"""The bi-level differentiable search as a LightningModule (manual optimization).
+
+Each training step takes a pair of batches: one from the architecture-validation split and one
+from the weight-training split.
+
+1. Architecture step (after ``warmup_epochs``): the loss on the validation batch plus the
+   hardware terms of the objective, back-propagated to the architecture parameters only
+   (the weights are frozen with ``toggle_optimizer``); first-order DARTS by default, the
+   second-order (unrolled) update with ``second_order: true``.
+2. Weight step: cross-entropy on the training batch, back-propagated to the weights only.
+
+The temperature of the Gumbel relaxations is annealed geometrically from ``tau_start`` to
+``tau_end`` over the search epochs. At the end of every epoch the per-layer distribution is
+appended to ``alpha_history`` (saved in checkpoints, so a resumed search keeps its history).
+A non-finite loss or architecture parameter stops the search with a :class:`TrainingError`
+naming the step; the last end-of-epoch checkpoint stays on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._pl import pl
+from .config import SearchConfig
+from .errors import TrainingError
+from .objective import HardwareObjective
+from .space.space import SearchSpace
+from .supernet import SuperNet
+
+__all__ = ["SearchModule", "temperature"]
+
+_logger = logging.getLogger(__name__)
+
+
+def temperature(cfg: SearchConfig, epoch: int) -> float:
+    """Geometric annealing from ``tau_start`` (epoch 0) to ``tau_end`` (last epoch)."""
+    if cfg.epochs <= 1:
+        return cfg.tau_end if cfg.epochs == 1 else cfg.tau_start
+    frac = min(max(epoch / (cfg.epochs - 1), 0.0), 1.0)
+    return float(cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+class SearchModule(pl.LightningModule):
+    """Supernet + bi-level optimisation.
+
+    Args:
+        space: the search space.
+        cfg: the ``search`` section.
+        objective: the hardware-aware objective (``None``: plain cross-entropy, i.e. DARTS).
+        channels_last: run the supernet in channels-last memory format (CUDA).
+    """
+
+    def __init__(self, space: SearchSpace, cfg: SearchConfig, objective: HardwareObjective | None = None,
+                 channels_last: bool = False):
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg = cfg
+        self.space = space
+        self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start)
+        self.objective = objective
+        self.channels_last = channels_last
+        self.alpha_history: list[dict[str, Any]] = []
+        self._epoch_stats: dict[str, list[float]] = {}
+
+    # -- optimizers -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        c = self.cfg
+        w_opt = torch.optim.SGD(self.supernet.weight_parameters(), lr=c.weight_lr, momentum=c.weight_momentum,
+                                weight_decay=c.weight_decay, nesterov=c.weight_momentum > 0)
+        a_opt = torch.optim.Adam(self.supernet.arch_parameters(), lr=c.alpha_lr, betas=(0.5, 0.999),
+                                 weight_decay=c.alpha_weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=total, eta_min=c.weight_lr * 0.01)
+        return [w_opt, a_opt], [sched]
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.supernet.tau = temperature(self.cfg, self.current_epoch)
+        self._epoch_stats = {}
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _track(self, name: str, value: float) -> None:
+        self._epoch_stats.setdefault(name, []).append(float(value))
+
+    def _check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"search stopped: the {what} is {float(loss)} at epoch {self.current_epoch}, step {batch_idx} "
+                f"(global step {self.global_step}). The last good end-of-epoch checkpoint is kept; lower "
+                "search.weight_lr / search.alpha_lr or set search.grad_clip, then rerun (or --resume)."
+            )
+
+    def arch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Validation cross-entropy plus the hardware terms."""
+        logits = self.supernet(self._prep(x))
+        ce = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        if self.objective is not None:
+            loss, details = self.objective(ce, self.supernet.probs())
+        else:
+            loss, details = ce, {"ce": ce.detach()}
+        details = dict(details, acc=acc.detach())
+        return loss, details
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int):
+        (x, y), (xv, yv) = batch["train"], batch["val"]
+        w_opt, a_opt = self.optimizers()
+        if self.current_epoch >= self.cfg.warmup_epochs:
+            self.toggle_optimizer(a_opt)
+            a_opt.zero_grad(set_to_none=True)
+            if self.cfg.second_order:
+                loss, details = self._unrolled_grads(x, y, xv, yv, w_opt)
+            else:
+                loss, details = self.arch_loss(xv, yv)
+                self._check_finite(loss, "architecture loss", batch_idx)
+                self.manual_backward(loss)
+            a_opt.step()
+            self.untoggle_optimizer(a_opt)
+            for p in self.supernet.arch_parameters():
+                self._check_finite(p.detach().sum(), "architecture parameter sum", batch_idx)
+            for k, v in details.items():
+                self._track(f"arch/{k}", float(v.detach()) if torch.is_tensor(v) else float(v))
+        # weight step
+        self.toggle_optimizer(w_opt)
+        w_opt.zero_grad(set_to_none=True)
+        logits = self.supernet(self._prep(x))
+        ce = F.cross_entropy(logits, y)
+        self._check_finite(ce, "training loss", batch_idx)
+        self.manual_backward(ce)
+        if self.cfg.grad_clip:
+            self.clip_gradients(w_opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
+        w_opt.step()
+        self.untoggle_optimizer(w_opt)
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        acc = (logits.argmax(1) == y).float().mean()
+        self._track("train/ce", float(ce.detach()))
+        self._track("train/acc", float(acc))
+        self.log("search/train_ce", ce.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+        if "arch/expected_latency_ms" in self._epoch_stats:
+            self.log("search/exp_lat_ms", self._epoch_stats["arch/expected_latency_ms"][-1], prog_bar=True,
+                     on_step=True, on_epoch=False)
+
+    def _unrolled_grads(self, x, y, xv, yv, w_opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Second-order DARTS: grad_alpha L_val(w - xi*grad_w L_train(w)) with a finite-difference
+        Hessian-vector product; leaves the result in ``alpha.grad`` (all-reduced under DDP)."""
+        net = self.supernet
+        weights = [p for p in net.weight_parameters()]
+        alphas = net.arch_parameters()
+        xi = w_opt.param_groups[0]["lr"]
+        wd = self.cfg.weight_decay
+        backup = [p.detach().clone() for p in weights]
+        with torch.enable_grad():
+            for p in weights:
+                p.requires_grad_(True)
+            train_loss = F.cross_entropy(net(self._prep(x)), y)
+            g_train = torch.autograd.grad(train_loss, weights, allow_unused=True)
+            with torch.no_grad():
+                for p, g in zip(weights, g_train):
+                    if g is not None:
+                        p.sub_(xi * (g + wd * p))
+            loss, details = self.arch_loss(xv, yv)
+            self._check_finite(loss, "architecture loss", -1)
+            grads = torch.autograd.grad(loss, alphas + weights, allow_unused=True)
+            d_alpha, d_w = grads[: len(alphas)], grads[len(alphas):]
+            with torch.no_grad():
+                for p, b in zip(weights, backup):
+                    p.copy_(b)
+            norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in d_w if g is not None)) + 1e-12
+            eps = 0.01 / float(norm)
+
+            def alpha_grad_at(sign: float):
+                with torch.no_grad():
+                    for p, b, g in zip(weights, backup, d_w):
+                        if g is not None:
+                            p.copy_(b + sign * eps * g)
+                lt = F.cross_entropy(net(self._prep(x)), y)
+                return torch.autograd.grad(lt, alphas, allow_unused=True)
+
+            g_plus = alpha_grad_at(+1.0)
+            g_minus = alpha_grad_at(-1.0)
+            with torch.no_grad():
+                for p, b in zip(weights, backup):
+                    p.copy_(b)
+            for a, da, gp, gm in zip(alphas, d_alpha, g_plus, g_minus):
+                grad = da if da is not None else torch.zeros_like(a)
+                if gp is not None and gm is not None:
+                    grad = grad - xi * (gp - gm) / (2 * eps)
+                if self.trainer.world_size > 1:
+                    grad = self.trainer.strategy.reduce(grad, reduce_op="mean")
+                a.grad = grad.detach()
+        return loss, details
+
+    def on_train_epoch_end(self) -> None:
+        stats = {k: float(np.mean(v)) for k, v in self._epoch_stats.items() if v}
+        entry = {"epoch": int(self.current_epoch), "tau": self.supernet.tau, "alphas": self.supernet.alphas_dict(),
+                 "argmax": self.supernet.derive().to_string(), "stats": stats}
+        self.alpha_history.append(entry)
+        for k, v in stats.items():
+            self.log(f"search/{k}", v, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("search/tau", self.supernet.tau, on_step=False, on_epoch=True)
+
+    # -- checkpoint state --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["alpha_history"] = self.alpha_history
+        checkpoint["rng_states"] = _rng_state()
+        checkpoint["space_id"] = self.space.space_id
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("space_id") not in (None, self.space.space_id):
+            raise TrainingError(f"checkpoint belongs to space {checkpoint.get('space_id')}, this run's space is "
+                                f"{self.space.space_id}; it cannot be resumed with this config")
+        self.alpha_history = list(checkpoint.get("alpha_history", []))
+        if "rng_states" in checkpoint:
+            _set_rng_state(checkpoint["rng_states"])
