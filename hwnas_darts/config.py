@@ -171,8 +171,8 @@ class SearchConfig:
     """The bi-level differentiable search."""
 
     relaxation: str = "single_path"
-    epochs: int = 4
-    warmup_epochs: int = 1
+    epochs: int = 6
+    warmup_epochs: int = 3
     steps_per_epoch: int | None = None
     weight_lr: float = 0.05
     weight_momentum: float = 0.9
@@ -182,6 +182,7 @@ class SearchConfig:
     tau_start: float = 5.0
     tau_end: float = 0.5
     second_order: bool = False
+    share_act_weights: bool = True
     grad_clip: float | None = 5.0
 
 
@@ -215,9 +216,9 @@ class ObjectiveConfig:
     ``gamma = efficiency_weight``. Targets are numbers or ``auto``.
     """
 
-    form: str = "score"
+    form: str = "mnasnet"
     cost: str = "latency"
-    latency_weight: float = -0.3
+    latency_weight: float = -0.07
     intensity_weight: float = 0.0
     efficiency_weight: float = 0.0
     latency_target: float | str = "auto"
@@ -239,6 +240,7 @@ class DeriveConfig:
     constrained: bool = True
     measure: bool = True
     finetune_steps: int = 0
+    bn_batches: int = 20
     eval_batches: int | None = None
     max_skips: int | None = None
     seed: int | None = None
@@ -518,6 +520,7 @@ def _validate(cfg: Config) -> list[str]:
     dv = cfg.derive
     _check(p, dv.num_samples >= 0, "derive.num_samples", f"must be >= 0, got {dv.num_samples}")
     _check(p, dv.finetune_steps >= 0, "derive.finetune_steps", f"must be >= 0, got {dv.finetune_steps}")
+    _check(p, dv.bn_batches >= 0, "derive.bn_batches", f"must be >= 0, got {dv.bn_batches}")
     _check(p, dv.eval_batches is None or dv.eval_batches >= 1, "derive.eval_batches", f"must be null or >= 1, got {dv.eval_batches}")
     _check(p, dv.max_skips is None or dv.max_skips >= 0, "derive.max_skips", f"must be null or >= 0, got {dv.max_skips}")
 
@@ -560,7 +563,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def config_to_yaml(cfg: Config) -> str:
     """The configuration as YAML text, sections in declaration order."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

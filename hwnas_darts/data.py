@@ -487,14 +487,17 @@ class SeededSampler(Sampler[int]):
 
 def make_loader(ds: ImageBatchDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
                 drop_last: bool = False) -> DataLoader:
+    """A loader over ``ds`` with a (seed, epoch)-determined order; ``drop_last`` only applies when
+    the dataset holds more than one batch (a tiny split must still yield its batch)."""
     return DataLoader(
         ds,
         batch_size=batch_size,
         sampler=SeededSampler(len(ds), seed, shuffle),
         num_workers=num_workers,
         collate_fn=collate_batch,
-        drop_last=drop_last,
+        drop_last=drop_last and len(ds) > batch_size,
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .hardware.measure import MeasureSettings
     from .hardware.model import LatencyModel
 
-__all__ = ["Candidate", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy",
+__all__ = ["Candidate", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
            "score_candidates", "select_best", "skip_share"]
 
 _logger = logging.getLogger(__name__)
@@ -169,10 +169,40 @@ def propose_candidates(supernet: SuperNet, cfg: DeriveConfig, seed: int, model: 
 
 
 @torch.no_grad()
+def recalibrate_bn(supernet: SuperNet, arch: Arch, loader: Iterable, batches: int = 20,
+                   device: torch.device | str = "cpu") -> None:
+    """Recompute the BatchNorm statistics along the subnet ``arch``.
+
+    During single-path training each BN layer's running statistics average over inputs coming
+    from every sampled predecessor, which is not the distribution the fixed subnet produces;
+    evaluating with them underestimates accuracy badly. The standard one-shot fix: reset the
+    statistics and re-estimate them (cumulative average) on a few training batches.
+    """
+    from torch import nn
+
+    bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    supernet.train()
+    for i, (x, _) in enumerate(loader):
+        if i >= batches:
+            break
+        supernet(x.to(device), arch=arch)
+    for m, (mom, _) in zip(bns, saved):
+        m.momentum = mom
+
+
+@torch.no_grad()
 def evaluate_accuracy(supernet: SuperNet, arch: Arch, loader: Iterable, max_batches: int | None = None,
-                      device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of the subnet ``arch`` with the supernet's weights (eval mode)."""
+                      device: torch.device | str = "cpu", calib_loader: Iterable | None = None,
+                      calib_batches: int = 20) -> float:
+    """Top-1 accuracy of the subnet ``arch`` with the supernet's weights (eval mode), after
+    re-estimating its BatchNorm statistics on ``calib_loader`` when given."""
     was = supernet.training
+    if calib_loader is not None:
+        recalibrate_bn(supernet, arch, calib_loader, calib_batches, device)
     supernet.eval()
     correct = total = 0
     try:

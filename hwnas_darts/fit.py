@@ -361,12 +361,17 @@ class Pipeline:
         dm = HwnasDataModule(self.cfg.data, self.cfg.seed, mode="search")
         dm.setup()
         loader = dm.archval_dataloader()
+        from .data import make_loader
+
+        calib = make_loader(dm.weight_dataset(augment=False), 256, True, self.cfg.seed + 11)
         _logger.info("scoring %d candidate architectures", len(cands))
         for c in cands:
             net = sn
             if dc.finetune_steps:
-                net = finetune_subnet(sn, c.arch, make_loader_for_finetune(dm), dc.finetune_steps, self.cfg.search.weight_lr)
-            c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches)
+                net = finetune_subnet(sn, c.arch, make_loader(dm.weight_dataset(), dm.cfg.batch_size, True, self.cfg.seed + 7),
+                                      dc.finetune_steps, self.cfg.search.weight_lr)
+            c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, calib_loader=calib if dc.bn_batches else None,
+                                               calib_batches=dc.bn_batches)
         if dc.measure:
             meas = measure_archs(self.space, [c.arch for c in cands], self.settings, self.table)
         else:
@@ -637,12 +642,6 @@ def flops_claim(cands: list[dict[str, Any]]) -> str | None:
             f"{chosen['latency_ms']:.3f} ms vs {cheapest['macs']:,.0f} MACs at {cheapest['latency_ms']:.3f} ms.")
 
 
-def make_loader_for_finetune(dm):
-    from .data import make_loader
-
-    return make_loader(dm.archval_dataset(), dm.cfg.batch_size, True, dm.seed + 7)
-
-
 def print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -700,6 +699,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             state = RunState.load(run_dir)
             if leader:
                 check_output_dir(run_dir)
+                for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes a kill interrupted
+                    stale.unlink(missing_ok=True)
             resumed = True
         else:
             cfg = resolve_config(args, overrides)

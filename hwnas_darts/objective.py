@@ -192,7 +192,7 @@ class HardwareObjective(nn.Module):
             lat_term = c.hinge_weight * torch.relu(ratio - 1.0)
             loss = ce + lat_term
         elif c.form == "mnasnet":
-            w = c.latency_weight_below if float(ratio) <= 1.0 else c.latency_weight_above
+            w = c.latency_weight_below if float(ratio.detach()) <= 1.0 else c.latency_weight_above
             lat_term = -w * log_ratio
             loss = ce + lat_term
         else:  # validated in config; a bug if reached

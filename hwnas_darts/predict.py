@@ -70,7 +70,7 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
             meta[key]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{path}: its {META_NAME} is damaged ({exc})") from exc
-    if hasattr(model, "eval"):
+    if path.suffix != ".pt2":  # an exported program is already in eval form (and refuses .eval())
         model.eval()
     return model, meta
 

@@ -72,7 +72,7 @@ class SearchModule(pl.LightningModule):
         self.automatic_optimization = False
         self.cfg = cfg
         self.space = space
-        self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start)
+        self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start, cfg.share_act_weights)
         self.objective = objective
         self.channels_last = channels_last
         self.alpha_history: list[dict[str, Any]] = []

@@ -24,7 +24,7 @@ from torch import nn
 
 from .network import build_layer
 from .space.arch import Arch, Scale
-from .space.ops import build_op
+from .space.ops import build_op, parse_op
 from .space.space import LayerSpec, SearchSpace
 
 __all__ = ["MixedOp", "SuperNet", "RELAXATIONS"]
@@ -38,14 +38,40 @@ def _check_relaxation(mode: str) -> str:
     return mode
 
 
-class MixedOp(nn.Module):
-    """All candidate ops of one layer and their architecture logits ``alpha``."""
+def _tie_parameters(src: nn.Module, dst: nn.Module) -> None:
+    """Make ``dst`` use ``src``'s parameters (same structure); buffers stay separate."""
+    src_params = dict(src.named_parameters())
+    for name, _ in list(dst.named_parameters()):
+        *path, attr = name.split(".")
+        owner = dst
+        for part in path:
+            owner = getattr(owner, part)
+        setattr(owner, attr, src_params[name])
 
-    def __init__(self, layer: LayerSpec):
+
+class MixedOp(nn.Module):
+    """All candidate ops of one layer and their architecture logits ``alpha``.
+
+    With ``share_act_weights`` (the default), candidates that differ only in their activation
+    (``mb_k3_e3_relu`` / ``mb_k3_e3_swish``) share their convolution and BN parameters (each
+    keeps its own BN running statistics): the activation is then a choice on top of shared
+    weights, and every structure is trained twice as often under single-path sampling.
+    """
+
+    def __init__(self, layer: LayerSpec, share_act_weights: bool = True):
         super().__init__()
         self.name = layer.name
         self.candidates = tuple(layer.candidates)
         self.ops = nn.ModuleList(build_op(op, layer.c_in, layer.c_out, layer.stride) for op in self.candidates)
+        if share_act_weights:
+            first: dict[tuple, nn.Module] = {}
+            for name, op in zip(self.candidates, self.ops):
+                spec = parse_op(name)
+                key = (spec.family, spec.params)
+                if key in first:
+                    _tie_parameters(first[key], op)
+                else:
+                    first[key] = op
         self.alpha = nn.Parameter(torch.zeros(len(self.candidates)))
         self.last_index: int | None = None
 
@@ -96,14 +122,15 @@ class MixedOp(nn.Module):
 class SuperNet(nn.Module):
     """Stem, one MixedOp per searchable layer, head; the relaxation and temperature are attributes."""
 
-    def __init__(self, space: SearchSpace, relaxation: str = "single_path", tau: float = 1.0):
+    def __init__(self, space: SearchSpace, relaxation: str = "single_path", tau: float = 1.0,
+                 share_act_weights: bool = True):
         super().__init__()
         self.space = space
         self.relaxation = _check_relaxation(relaxation)
         self.tau = float(tau)
         base = space.plan(Arch(tuple(l.candidates[0] for l in space.layers), Scale(), space.space_id))
         self.stem = nn.Sequential(*(build_layer(p) for p in base if p.role == "stem"))
-        self.mixed = nn.ModuleList(MixedOp(l) for l in space.layers)
+        self.mixed = nn.ModuleList(MixedOp(l, share_act_weights) for l in space.layers)
         self.head = build_layer(next(p for p in base if p.role == "head"))
 
     # -- parameter groups ---------------------------------------------------------------------

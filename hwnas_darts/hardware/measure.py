@@ -79,6 +79,8 @@ class MeasureSettings:
     rounds: int = 4
     reference: bool | None = None
     reference_time: float = 0.015
+    stability: float = 0.06
+    max_retries: int = 3
 
     def __post_init__(self):
         if self.device == "auto":
@@ -283,10 +285,12 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
       ``min_run_time / rounds`` each, so a burst is spread over all modules instead of spoiling
       one module's whole measurement;
     * reference normalisation (``settings.reference``): a fixed reference workload is timed
-      right before and after every block; each block is rescaled by
+      right before and after every block; a block whose two reference timings differ by more
+      than ``settings.stability`` (the machine changed speed meanwhile) is measured again (up to
+      ``max_retries`` times), and each block is rescaled by
       ``ref_nominal / mean(adjacent reference blocks)``. Timings then read as "latency at the
-      reference's nominal speed" and stay comparable across a whole build. The raw medians are
-      kept beside them (``Timing.raw_median_ms``).
+      reference's nominal speed" and stay comparable across a whole build and across runs. The
+      raw medians are kept beside them (``Timing.raw_median_ms``).
 
     Returns:
         The timings, and the median reference latency of this call (``None`` without reference).
@@ -303,6 +307,7 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
     ref_meds: list[float] = []
     total = rounds * len(items)
     done = 0
+    retries = 0
     with torch.inference_mode():
         runners = [_runner(m, shape, settings) for m, shape in items]
         ref_run = _runner(reference_module(), REFERENCE_INPUT, settings) if use_ref else None
@@ -310,9 +315,15 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
         for _ in range(rounds):
             before = measure_callable(ref_run, ref_settings).median_ms if ref_run else 1.0
             for i, run in enumerate(runners):
-                t = measure_callable(run, per_round)
+                for attempt in range(settings.max_retries + 1):
+                    t = measure_callable(run, per_round)
+                    after = measure_callable(ref_run, ref_settings).median_ms if ref_run else 1.0
+                    stable = abs(after - before) <= settings.stability * min(after, before)
+                    if stable or attempt == settings.max_retries:
+                        break
+                    retries += 1  # the machine's speed changed during the block: measure it again
+                    before = after
                 numbers[i] = t.runs_per_sample
-                after = measure_callable(ref_run, ref_settings).median_ms if ref_run else 1.0
                 blocks.append((i, t.samples_ms, before, after))
                 if ref_run:
                     ref_meds.extend([before, after])
@@ -320,6 +331,8 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
                 done += 1
                 if progress:
                     progress(done, total)
+    if retries:
+        _logger.debug("measure_modules: %d blocks re-measured after a change of machine speed", retries)
     ref_median = statistics.median(ref_meds) if ref_meds else None
     nominal = ref_nominal_ms if ref_nominal_ms is not None else ref_median
     for i, blk, before, after in blocks:

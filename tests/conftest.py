@@ -1,0 +1,63 @@
+"""Shared fixtures: the tiny config, an isolated cache, W&B disabled, a session latency table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs" / "tiny.yaml"
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hwnas-cache")
+    old = os.environ.get("HWNAS_CACHE")
+    os.environ["HWNAS_CACHE"] = str(cache)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield cache
+    if old is None:
+        os.environ.pop("HWNAS_CACHE", None)
+    else:
+        os.environ["HWNAS_CACHE"] = old
+
+
+@pytest.fixture
+def tiny_cfg():
+    from hwnas_darts.config import load_config
+
+    return load_config(TINY)
+
+
+@pytest.fixture
+def tiny_space(tiny_cfg):
+    from hwnas_darts.space import SearchSpace
+
+    return SearchSpace.from_config(tiny_cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_table():
+    """A latency table of the tiny space measured quickly once per session (calibrated)."""
+    from hwnas_darts.config import load_config
+    from hwnas_darts.hardware.lut import build_table
+    from hwnas_darts.hardware.measure import MeasureSettings
+    from hwnas_darts.lut import ensure_calibration
+    from hwnas_darts.space import SearchSpace
+
+    cfg = load_config(TINY)
+    space = SearchSpace.from_config(cfg)
+    settings = MeasureSettings.from_config(cfg.hardware)
+    table = build_table(space, settings)
+    ensure_calibration(table, space, settings, 6, 4, seed=0)
+    return table
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()

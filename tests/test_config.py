@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+
+from hwnas_darts.config import (Config, ConfigError, apply_overrides, config_from_dict, config_to_dict, config_to_yaml,
+                                load_config)
+from hwnas_darts.errors import ConfigError as BaseConfigError
+
+from .conftest import ROOT, TINY
+
+
+def test_default_yaml_equals_builtin_defaults():
+    # configs/fashion_mnist.yaml documents the defaults; it must not drift from the dataclasses
+    assert load_config(ROOT / "configs" / "fashion_mnist.yaml") == Config()
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist.yaml", "tiny.yaml", "cifar10.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.name
+
+
+def test_unknown_key_lists_valid_keys_and_suggests():
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"search": {"epocs": 3}})
+    msg = str(exc.value)
+    assert "search.epocs: unknown key" in msg
+    assert "did you mean 'epochs'" in msg
+    assert "relaxation" in msg  # the valid keys are listed
+
+
+def test_every_problem_reported_with_its_path():
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"search": {"epochs": -1, "tau_start": 0.0}, "data": {"val_fraction": 1.5},
+                          "retrain": {"epochs": "three"}})
+    probs = exc.value.problems
+    assert any(p.startswith("retrain.epochs: expected an integer") for p in probs)
+    # type errors stop before range checks; fix the type and the range problems all appear
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"search": {"epochs": -1, "tau_start": 0.0}, "data": {"val_fraction": 1.5}})
+    probs = exc.value.problems
+    assert len(probs) == 3
+    assert any(p.startswith("search.epochs: must be >= 0") for p in probs)
+    assert any(p.startswith("search.tau_start: temperature must be > 0") for p in probs)
+    assert any(p.startswith("data.val_fraction: must be in (0, 1)") for p in probs)
+
+
+def test_config_error_is_package_error():
+    assert issubclass(ConfigError, BaseConfigError)
+
+
+def test_overrides_dotted_lists_and_yaml_values():
+    data = config_to_dict(load_config(TINY))
+    out = apply_overrides(data, ["search.epochs=5", "space.stages.0.width=24", "--data.augment=false",
+                                 "space.stages.1.ops=[conv_k3, skip]"])
+    cfg = config_from_dict(out)
+    assert cfg.search.epochs == 5
+    assert cfg.space.stages[0].width == 24
+    assert cfg.data.augment is False
+    assert cfg.space.stages[1].ops == ["conv_k3", "skip"]
+
+
+@pytest.mark.parametrize("bad", ["search.epochs", "space.stages.9.width=3", "=3"])
+def test_bad_overrides(bad):
+    with pytest.raises(ConfigError):
+        apply_overrides(config_to_dict(Config()), [bad])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config(TINY, ["search.epochs=3", "objective.latency_target=2.5"])
+    path = tmp_path / "c.yaml"
+    path.write_text(config_to_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_latency_target_number_or_auto():
+    assert load_config(TINY, ["objective.latency_target=3.5"]).objective.latency_target == 3.5
+    with pytest.raises(ConfigError, match="objective.latency_target"):
+        load_config(TINY, ["objective.latency_target=fast"])
+    with pytest.raises(ConfigError, match="objective.latency_target"):
+        load_config(TINY, ["objective.latency_target=-1"])

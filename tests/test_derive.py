@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwnas_darts.config import DeriveConfig, ObjectiveConfig
+from hwnas_darts.derive import (Candidate, constrained_argmax, limit_skips, propose_candidates, score_candidates,
+                                select_best, skip_share)
+from hwnas_darts.hardware.model import LatencyModel
+from hwnas_darts.objective import Targets
+from hwnas_darts.space import Arch
+from hwnas_darts.supernet import SuperNet
+
+
+def _peaked(space, arch, strength=3.0):
+    net = SuperNet(space)
+    with torch.no_grad():
+        for m, op in zip(net.mixed, arch.ops):
+            m.alpha[m.candidates.index(op)] = strength
+    return net
+
+
+def test_candidates_deduplicated(tiny_space):
+    arch = tiny_space.sample(0)
+    net = _peaked(tiny_space, arch, strength=20.0)  # every sample equals the argmax
+    cands = propose_candidates(net, DeriveConfig(num_samples=6, constrained=False), seed=0)
+    assert len(cands) == 1
+    assert cands[0].arch == arch and set(cands[0].sources) == {"argmax", "sample"}
+    cands = propose_candidates(SuperNet(tiny_space), DeriveConfig(num_samples=12, constrained=False), seed=0)
+    assert len({c.arch.ops for c in cands}) == len(cands)
+
+
+def test_chosen_is_highest_score(tiny_space):
+    t = Targets(latency=1.0, intensity=1.0, efficiency=1.0)
+    cfg = ObjectiveConfig(form="score", latency_weight=-1.0)
+    cands = [Candidate(tiny_space.sample(i), ["sample"], -1.0, val_accuracy=acc, latency_ms=lat, intensity=1, efficiency=1)
+             for i, (acc, lat) in enumerate([(0.9, 2.0), (0.8, 1.0), (0.85, 4.0)])]
+    score_candidates(cands, cfg, t)
+    assert [round(c.score, 3) for c in cands] == [0.45, 0.8, 0.212]
+    best = select_best(cands)
+    assert best is cands[1] and best.chosen and not cands[0].chosen
+
+
+def test_constrained_argmax_meets_target(tiny_table, tiny_space):
+    model = LatencyModel(tiny_table, tiny_space)
+    slowest = max((tiny_space.sample(s) for s in range(60)), key=model.predict)
+    net = _peaked(tiny_space, slowest)
+    fastest = min(model.predict(tiny_space.sample(s)) for s in range(200))
+    target = (model.predict(slowest) + fastest) / 2
+    arch = constrained_argmax(net, model, target)
+    assert arch is not None and model.predict(arch) <= target
+    assert constrained_argmax(net, model, model.predict(slowest) + 1.0) is None  # argmax already fits
+
+
+def test_limit_skips(tiny_space):
+    arch = Arch(("s2dconv_n2_relu", "skip", "skip"), space_id=tiny_space.space_id)
+    net = _peaked(tiny_space, arch)
+    limited = limit_skips(net, arch, 1)
+    assert sum(op == "skip" for op in limited.ops) == 1
+    assert limit_skips(net, arch, 2) == arch
+    assert sum(op == "skip" for op in limit_skips(net, arch, 0).ops) == 0
+
+
+def test_skip_collapse_detection(tiny_space):
+    arch = Arch(("s2dconv_n2_relu", "skip", "skip"), space_id=tiny_space.space_id)
+    assert skip_share(_peaked(tiny_space, arch))["collapsed"]
+    assert not skip_share(SuperNet(tiny_space))["collapsed"]  # uniform: skip is not dominant
+    other = Arch(("s2dconv_n2_relu", "conv_k3_relu", "skip"), space_id=tiny_space.space_id)
+    assert not skip_share(_peaked(tiny_space, other))["collapsed"]

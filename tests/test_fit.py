@@ -1,0 +1,122 @@
+"""End-to-end runs of `python -m hwnas_darts.fit` on the tiny config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hwnas_darts.fit import CONTRACT_KEYS, main, parse_args
+
+from .conftest import ROOT, TINY
+
+CONTRACT_FILES = ("config.yaml", "lut.json", "alphas.json", "arch.json", "candidates.json", "metrics.json", "model.ts",
+                  "report.md")
+
+
+def run_fit(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    e = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "hwnas_darts.fit", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = run_fit("--config", str(TINY), "--out", str(out), "retrain.steps_per_epoch=20", "retrain.epochs=2")
+    return out, proc
+
+
+def test_contract_files_and_metrics(tiny_run):
+    out, proc = tiny_run
+    for name in CONTRACT_FILES:
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    for key in CONTRACT_KEYS:
+        assert key in m, key
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and m["latency_ms"] > 0 and m["latency_ms_predicted"] > 0
+    assert m["flops"] == 2 * m["macs"] and m["params"] > 0 and m["bytes"] > 0 and m["intensity"] > 0
+    assert "test accuracy" in proc.stdout  # the end-of-run summary
+    state = json.loads((out / "state.json").read_text())
+    assert all(state["stages"][s]["done"] for s in ("lut", "search", "derive", "scale", "retrain", "profile", "export",
+                                                    "report"))
+    cands = json.loads((out / "candidates.json").read_text())["candidates"]
+    assert sum(c["chosen"] for c in cands) == 1
+    chosen = next(c for c in cands if c["chosen"])
+    assert chosen["score"] == max(c["score"] for c in cands)
+    alphas = json.loads((out / "alphas.json").read_text())
+    assert len(alphas["history"]) == 2 and set(alphas["final"]) == {"s2d.0", "stage1.0", "stage1.1"}
+    report = (out / "report.md").read_text()
+    for section in ("## Result", "## Candidates", "## Final network", "## Exports", "## Stage timings"):
+        assert section in report
+    assert (out / "plots" / "candidates.png").is_file() and (out / "plots" / "alphas.png").is_file()
+
+
+def test_model_ts_loads_without_the_package_and_matches(tiny_run):
+    out, _ = tiny_run
+    from hwnas_darts.config import load_config
+    from hwnas_darts.network import build_network
+    from hwnas_darts.space import Arch, SearchSpace
+
+    cfg = load_config(out / "config.yaml")
+    space = SearchSpace.from_config(cfg)
+    net = build_network(space, Arch.load(out / "arch.json")).eval()
+    net.load_state_dict(torch.load(out / "model_state.pt", weights_only=True))
+    x = torch.randn(6, 1, 16, 16)
+    torch.save(x, out / "x.pt")
+    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]); x = torch.load(sys.argv[2]); "
+            "assert 'hwnas_darts' not in sys.modules; torch.save(m(x), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", code, str(out / "model.ts"), str(out / "x.pt"), str(out / "y.pt")],
+                   check=True, cwd=out)
+    with torch.no_grad():
+        assert torch.equal(torch.load(out / "y.pt").argmax(1), net(x).argmax(1))
+
+
+def test_print_config_and_overrides(capsys):
+    assert main(["--config", str(TINY), "--print_config", "search.epochs=7", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 7" in out and "seed: 3" in out
+
+
+def test_unknown_key_is_a_clean_error(capsys):
+    assert main(["--config", str(TINY), "--print_config", "search.epoch=7"]) == 2
+    err = capsys.readouterr().err
+    assert "search.epoch: unknown key (did you mean 'epochs'?)" in err and "Traceback" not in err
+
+
+def test_existing_run_dir_is_not_overwritten(tiny_run, capsys):
+    out, _ = tiny_run
+    before = (out / "metrics.json").read_bytes()
+    assert main(["--config", str(TINY), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_unwritable_output_dir_fails_early(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["--config", str(TINY), "--out", str(blocker / "run")]) == 2
+    assert "cannot create output directory" in capsys.readouterr().err
+
+
+def test_full_disk_fails_early(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
+    assert main(["--config", str(TINY), "--out", str(tmp_path / "run")]) == 2
+    assert "MiB free" in capsys.readouterr().err
+
+
+def test_parse_args_accepts_both_override_styles():
+    args, ov = parse_args(["--config", "x.yaml", "search.epochs=2", "--data.batch_size=8", "--seed", "1"])
+    assert ov == ["search.epochs=2", "data.batch_size=8"] and args.seed == 1

@@ -1,0 +1,130 @@
+"""Loss forms on hand-computed numbers, zero weights, gradients, the score."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hwnas_darts.config import ObjectiveConfig
+from hwnas_darts.objective import HardwareObjective, Targets, resolve_targets, score
+
+
+class FakeModel:
+    """Expected metrics as simple functions of one probability vector (latency = 10*p0 + 2)."""
+
+    from hwnas_darts.hardware.roofline import Roofline
+
+    roofline = Roofline(1e9, 1e8)
+
+    def expected(self, probs):
+        p = probs[0]
+        lat = 10.0 * p[0] + 2.0
+        macs = 1000.0 * p[1] + 500.0
+        return {"latency_ms": lat, "macs": macs, "bytes": macs * 0 + 400.0, "intensity": 2 * macs / 400.0,
+                "efficiency": 0.1 + 0.3 * p[1]}
+
+
+def _run(cfg, p0=0.5, ce=1.0, targets=Targets(latency=4.0, intensity=2.0, efficiency=0.5)):
+    alpha = torch.tensor([math.log(p0 / (1 - p0)), 0.0], requires_grad=True)
+    probs = [torch.softmax(alpha, 0)]
+    obj = HardwareObjective(cfg, FakeModel(), targets)
+    loss, d = obj(torch.tensor(ce), probs)
+    return loss, d, alpha, probs
+
+
+def test_score_form_is_negative_log_score():
+    cfg = ObjectiveConfig(form="score", latency_weight=-0.5, intensity_weight=0.2, efficiency_weight=0.1)
+    loss, d, _, probs = _run(cfg, p0=0.5)
+    lat = 10 * 0.5 + 2  # 7 ms against a 4 ms target
+    inten = 2 * (1000 * 0.5 + 500) / 400  # 5 against 2
+    expected = 1.0 + 0.5 * math.log(lat / 4) - 0.2 * math.log(inten / 2) - 0.1 * math.log(0.25 / 0.5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(d["expected_latency_ms"]) == pytest.approx(7.0)
+
+
+def test_fbnet_form():
+    cfg = ObjectiveConfig(form="fbnet", fbnet_alpha=0.2, fbnet_beta=0.6)
+    loss, *_ = _run(cfg, ce=2.0)
+    assert float(loss.detach()) == pytest.approx(2.0 * 0.2 * math.log1p(7 / 4) ** 0.6, rel=1e-5)
+
+
+def test_hinge_form_only_above_target():
+    cfg = ObjectiveConfig(form="hinge", hinge_weight=3.0)
+    loss, *_ = _run(cfg)
+    assert float(loss.detach()) == pytest.approx(1.0 + 3.0 * (7 / 4 - 1), rel=1e-5)
+    loss, *_ = _run(cfg, targets=Targets(latency=10.0, intensity=2.0, efficiency=0.5))
+    assert float(loss.detach()) == pytest.approx(1.0)
+
+
+def test_mnasnet_two_sided():
+    cfg = ObjectiveConfig(form="mnasnet", latency_weight_below=-0.07, latency_weight_above=-1.0)
+    loss, *_ = _run(cfg)  # above target: exponent -1.0
+    assert float(loss.detach()) == pytest.approx(1.0 + 1.0 * math.log(7 / 4), rel=1e-5)
+    loss, *_ = _run(cfg, targets=Targets(latency=10.0, intensity=2.0, efficiency=0.5))
+    assert float(loss.detach()) == pytest.approx(1.0 + 0.07 * math.log(7 / 10), rel=1e-5)
+
+
+@pytest.mark.parametrize("form", ["score", "hinge", "mnasnet", "fbnet"])
+def test_zero_weights_reduce_to_ce(form):
+    cfg = ObjectiveConfig(form=form, latency_weight=0.0, hinge_weight=0.0, latency_weight_below=0.0,
+                          latency_weight_above=0.0, fbnet_alpha=0.0, intensity_weight=0.0, efficiency_weight=0.0)
+    loss, *_ = _run(cfg, ce=1.234)
+    assert float(loss.detach()) == pytest.approx(1.234)
+    assert not HardwareObjective(cfg, FakeModel(), Targets(1, 1, 1)).active
+
+
+def test_efficiency_term_needs_a_roofline():
+    from hwnas_darts.errors import ConfigError
+
+    class NoRoof(FakeModel):
+        roofline = None
+
+    with pytest.raises(ConfigError, match="roofline"):
+        HardwareObjective(ObjectiveConfig(efficiency_weight=0.1), NoRoof(), Targets(1, 1, 1))
+
+
+@pytest.mark.parametrize("cfg", [
+    ObjectiveConfig(form="score", latency_weight=-0.5),
+    ObjectiveConfig(form="score", latency_weight=0.0, intensity_weight=0.5),
+    ObjectiveConfig(form="score", latency_weight=0.0, efficiency_weight=0.5, ),
+    ObjectiveConfig(form="fbnet"),
+    ObjectiveConfig(form="hinge"),
+    ObjectiveConfig(form="mnasnet"),
+])
+def test_gradients_reach_alphas_through_each_term(cfg):
+    loss, _, alpha, _ = _run(cfg)
+    loss.backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0
+
+
+def test_macs_cost_uses_expected_macs():
+    cfg = ObjectiveConfig(form="score", latency_weight=-1.0, cost="macs")
+    loss, *_ = _run(cfg, targets=Targets(latency=500.0, intensity=2.0, efficiency=0.5, cost="macs"))
+    assert float(loss.detach()) == pytest.approx(1.0 + math.log(1000 / 500), rel=1e-5)
+
+
+def test_score_formula():
+    cfg = ObjectiveConfig(form="score", latency_weight=-0.5, intensity_weight=0.2, efficiency_weight=0.1)
+    t = Targets(latency=4.0, intensity=2.0, efficiency=0.5)
+    s = score(cfg, t, 0.9, 8.0, 4.0, 1.0)
+    assert s == pytest.approx(0.9 * 2 ** -0.5 * 2 ** 0.2 * 2 ** 0.1)
+    two = ObjectiveConfig(form="mnasnet", latency_weight_below=0.0, latency_weight_above=-1.0)
+    assert score(two, t, 0.9, 2.0, 1, 1) == pytest.approx(0.9)  # below target: no penalty
+    assert score(two, t, 0.9, 8.0, 1, 1) == pytest.approx(0.45)  # above: (8/4)^-1
+    with pytest.raises(ValueError):
+        score(cfg, t, -0.1, 1, 1, 1)
+
+
+def test_auto_targets(tiny_table, tiny_space):
+    from hwnas_darts.hardware.model import LatencyModel
+
+    model = LatencyModel(tiny_table, tiny_space)
+    t = resolve_targets(ObjectiveConfig(target_quantile=0.5), model, tiny_space, n_random=200)
+    lats = sorted(model.predict(tiny_space.sample(seed=i)) for i in range(200))
+    assert t.latency == pytest.approx((lats[99] + lats[100]) / 2, rel=1e-6)
+    assert t.fastest <= min(lats) + 1e-9
+    low = resolve_targets(ObjectiveConfig(target_quantile=0.1), model, tiny_space, n_random=200)
+    assert low.latency <= t.latency
+    assert t.efficiency == 1.0

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hwnas_darts.supernet import MixedOp, SuperNet
+
+
+def _count_calls(net):
+    calls = {}
+    hooks = []
+    for m in net.mixed:
+        for name, op in zip(m.candidates, m.ops):
+            key = (m.name, name)
+            calls[key] = 0
+
+            def hook(mod, inp, out, key=key):
+                calls[key] += 1
+
+            hooks.append(op.register_forward_hook(hook))
+    return calls, hooks
+
+
+def test_parameter_groups_disjoint_and_complete(tiny_space):
+    net = SuperNet(tiny_space)
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = {id(p) for p in net.weight_parameters()}
+    assert len(arch) == len(tiny_space.layers)
+    assert not arch & weights
+    assert arch | weights == {id(p) for p in net.parameters()}
+
+
+def test_softmax_is_weighted_sum(tiny_space):
+    torch.manual_seed(0)
+    m = MixedOp(tiny_space.layers[1]).eval()
+    with torch.no_grad():
+        m.alpha.copy_(torch.randn_like(m.alpha))
+    x = torch.randn(2, 16, 8, 8)
+    w = F.softmax(m.alpha, -1)
+    assert torch.allclose(w.sum(), torch.tensor(1.0))
+    expected = sum(wi * op(x) for wi, op in zip(w, m.ops))
+    assert torch.allclose(m(x, "softmax"), expected, atol=1e-6)
+
+
+def test_single_path_runs_one_candidate_per_layer(tiny_space):
+    net = SuperNet(tiny_space, "single_path", tau=1.0).train()
+    calls, hooks = _count_calls(net)
+    net(torch.randn(4, 1, 16, 16))
+    for m in net.mixed:
+        ran = [k for k, v in calls.items() if k[0] == m.name and v]
+        # skip is an nn.Identity and counts like any op
+        assert len(ran) == 1, ran
+    sampled = net.sampled_arch()
+    assert all(calls[(l.name, op)] == 1 for l, op in zip(tiny_space.layers, sampled.ops))
+    for h in hooks:
+        h.remove()
+
+
+def test_softmax_and_gumbel_run_every_candidate(tiny_space):
+    for mode in ("softmax", "gumbel"):
+        net = SuperNet(tiny_space, mode).train()
+        calls, hooks = _count_calls(net)
+        net(torch.randn(2, 1, 16, 16))
+        assert all(v == 1 for v in calls.values())
+        for h in hooks:
+            h.remove()
+
+
+@pytest.mark.parametrize("mode", ["softmax", "gumbel", "single_path"])
+def test_gradients_reach_alphas(tiny_space, mode):
+    torch.manual_seed(1)
+    net = SuperNet(tiny_space, mode, tau=1.0).train()
+    loss = F.cross_entropy(net(torch.randn(8, 1, 16, 16)), torch.randint(0, 4, (8,)))
+    loss.backward()
+    for a in net.arch_parameters():
+        assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_fixed_arch_forward_and_derive(tiny_space):
+    net = SuperNet(tiny_space).eval()
+    arch = tiny_space.sample(4)
+    assert net(torch.randn(2, 1, 16, 16), arch=arch).shape == (2, 4)
+    with torch.no_grad():
+        for m, op in zip(net.mixed, arch.ops):
+            m.alpha[m.candidates.index(op)] = 5.0
+    assert net.derive() == arch
+    probs = net.alphas_dict()
+    assert all(abs(sum(p.values()) - 1) < 1e-6 for p in probs.values())
+    samples = net.sample_archs(20, torch.Generator().manual_seed(0))
+    assert sum(s == arch for s in samples) >= 15  # the distribution is concentrated
+
+
+def test_bad_inputs(tiny_space):
+    with pytest.raises(ValueError, match="unknown relaxation"):
+        SuperNet(tiny_space, "magic")
+    m = MixedOp(tiny_space.layers[1])
+    with pytest.raises(ValueError, match="out of range"):
+        m(torch.randn(1, 16, 8, 8), index=99)
+    with pytest.raises(ValueError, match="temperature"):
+        m(torch.randn(1, 16, 8, 8), "gumbel", tau=0.0)
