@@ -7,7 +7,6 @@ from typing import Any
 
 import torch
 
-from ._pl import pl
 from .io import atomic_path
 
 __all__ = ["AtomicCheckpointIO"]

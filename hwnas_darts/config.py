@@ -49,6 +49,7 @@ __all__ = [
     "default_config_path",
 ]
 
+MAX_WIDTH = 16384
 DATASETS = ("fashion_mnist", "cifar10", "digits", "imagefolder", "synthetic")
 RELAXATIONS = ("softmax", "gumbel", "single_path")
 OBJECTIVE_FORMS = ("score", "fbnet", "hinge", "mnasnet")
@@ -193,7 +194,7 @@ class HardwareConfig:
     device: str = "cpu"
     batch_size: int = 32
     dtype: str = "float32"
-    channels_last: bool = False
+    channels_last: bool = True
     cuda_graphs: bool = False
     threads: int | None = None
     lut: str | None = "auto"
@@ -205,6 +206,7 @@ class HardwareConfig:
     calibration_archs: int = 40
     validation_archs: int = 30
     probe: bool = True
+    build_devices: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -240,7 +242,7 @@ class DeriveConfig:
     constrained: bool = True
     measure: bool = True
     finetune_steps: int = 0
-    bn_batches: int = 20
+    bn_batches: int = 10
     eval_batches: int | None = None
     max_skips: int | None = None
     seed: int | None = None
@@ -250,7 +252,7 @@ class DeriveConfig:
 class RetrainConfig:
     """Retraining the chosen network from scratch."""
 
-    epochs: int = 4
+    epochs: int = 5
     optimizer: str = "sgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -305,7 +307,7 @@ class TrainerConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     deterministic: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
     progress: bool = True
 
 
@@ -451,32 +453,33 @@ def _validate(cfg: Config) -> list[str]:
     _check(p, d.dataset in DATASETS, "data.dataset", f"unknown dataset {d.dataset!r}; choose one of {', '.join(DATASETS)}")
     _check(p, 0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
     _check(p, 0.0 < d.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {d.test_fraction}")
-    _check(p, d.batch_size >= 1, "data.batch_size", f"must be >= 1, got {d.batch_size}")
-    _check(p, d.eval_batch_size >= 1, "data.eval_batch_size", f"must be >= 1, got {d.eval_batch_size}")
+    _check(p, 1 <= d.batch_size <= 65536, "data.batch_size", f"must be >= 1 (and <= 65536), got {d.batch_size}")
+    _check(p, 1 <= d.eval_batch_size <= 65536, "data.eval_batch_size", f"must be >= 1 (and <= 65536), got {d.eval_batch_size}")
     _check(p, d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
     _check(p, d.search_subset is None or d.search_subset >= 10, "data.search_subset", f"must be null or >= 10, got {d.search_subset}")
-    _check(p, d.image_size is None or d.image_size >= 4, "data.image_size", f"must be null or >= 4, got {d.image_size}")
+    _check(p, d.image_size is None or 4 <= d.image_size <= 4096, "data.image_size", f"must be null or in [4, 4096], got {d.image_size}")
     _check(p, d.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {d.channels}")
     if d.dataset == "imagefolder":
         _check(p, d.root is not None, "data.root", "the imagefolder dataset needs data.root=DIR (one sub-directory per class)")
     syn = d.synthetic
-    for key in ("num_train", "num_test", "size", "num_classes"):
+    for key, hi in (("num_train", 10**7), ("num_test", 10**7), ("size", 1024), ("num_classes", 1000)):
         val = getattr(syn, key)
-        _check(p, val >= 2, f"data.synthetic.{key}", f"must be >= 2, got {val}")
+        _check(p, 2 <= val <= hi, f"data.synthetic.{key}", f"must be in [2, {hi}], got {val}")
     _check(p, syn.channels in (1, 3), "data.synthetic.channels", f"must be 1 or 3, got {syn.channels}")
     _check(p, syn.noise >= 0, "data.synthetic.noise", f"must be >= 0, got {syn.noise}")
 
     _check(p, len(cfg.space.stem) >= 1, "space.stem", "needs at least one layer")
     _check(p, len(cfg.space.stages) >= 1, "space.stages", "needs at least one stage")
     for i, st in enumerate(cfg.space.stages):
-        _check(p, st.width >= 1, f"space.stages.{i}.width", f"must be >= 1, got {st.width}")
-        _check(p, st.layers >= 1, f"space.stages.{i}.layers", f"must be >= 1, got {st.layers}")
-        _check(p, st.stride >= 1, f"space.stages.{i}.stride", f"must be >= 1, got {st.stride}")
+        _check(p, 1 <= st.width <= MAX_WIDTH, f"space.stages.{i}.width", f"must be >= 1 (and <= {MAX_WIDTH}), got {st.width}")
+        _check(p, 1 <= st.layers <= 64, f"space.stages.{i}.layers", f"must be >= 1 (and <= 64), got {st.layers}")
+        _check(p, 1 <= st.stride <= 8, f"space.stages.{i}.stride", f"must be in [1, 8], got {st.stride}")
         _check(p, len(st.ops) >= 1, f"space.stages.{i}.ops", "needs at least one candidate op")
     for i, lay in enumerate(cfg.space.stem):
-        _check(p, lay.width >= 1, f"space.stem.{i}.width", f"must be >= 1, got {lay.width}")
-        _check(p, lay.stride >= 1, f"space.stem.{i}.stride", f"must be >= 1, got {lay.stride}")
-    _check(p, cfg.space.head.width >= 1, "space.head.width", f"must be >= 1, got {cfg.space.head.width}")
+        _check(p, 1 <= lay.width <= MAX_WIDTH, f"space.stem.{i}.width", f"must be >= 1 (and <= {MAX_WIDTH}), got {lay.width}")
+        _check(p, 1 <= lay.stride <= 8, f"space.stem.{i}.stride", f"must be in [1, 8], got {lay.stride}")
+    _check(p, 1 <= cfg.space.head.width <= MAX_WIDTH, "space.head.width",
+           f"must be >= 1 (and <= {MAX_WIDTH}), got {cfg.space.head.width}")
     _check(p, 0.0 <= cfg.space.head.dropout < 1.0, "space.head.dropout", f"must be in [0, 1), got {cfg.space.head.dropout}")
 
     _check(p, s.relaxation in RELAXATIONS, "search.relaxation", f"unknown relaxation {s.relaxation!r}; choose one of {', '.join(RELAXATIONS)}")
@@ -493,7 +496,7 @@ def _validate(cfg: Config) -> list[str]:
     _check(p, s.grad_clip is None or s.grad_clip > 0, "search.grad_clip", f"must be null or > 0, got {s.grad_clip}")
 
     _check(p, h.device in ("cpu", "cuda", "auto") or h.device.startswith("cuda:"), "hardware.device", f"must be cpu, cuda, cuda:N or auto, got {h.device!r}")
-    _check(p, h.batch_size >= 1, "hardware.batch_size", f"must be >= 1, got {h.batch_size}")
+    _check(p, 1 <= h.batch_size <= 65536, "hardware.batch_size", f"must be >= 1 (and <= 65536), got {h.batch_size}")
     _check(p, h.dtype in ("float32", "float16", "bfloat16"), "hardware.dtype", f"must be float32, float16 or bfloat16, got {h.dtype!r}")
     _check(p, h.threads is None or h.threads >= 1, "hardware.threads", f"must be null or >= 1, got {h.threads}")
     _check(p, h.min_run_time > 0, "hardware.min_run_time", f"must be > 0 seconds, got {h.min_run_time}")

@@ -20,7 +20,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,9 @@ import torch.nn.functional as F
 from .config import DeriveConfig, ObjectiveConfig
 from .objective import Targets, score
 from .space.arch import Arch
-from .space.ops import parse_op
-from .space.space import SearchSpace
 from .supernet import SuperNet
 
 if TYPE_CHECKING:
-    from .hardware.measure import MeasureSettings
     from .hardware.model import LatencyModel
 
 __all__ = ["Candidate", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",

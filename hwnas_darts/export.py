@@ -32,8 +32,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ExportError
-from .io import atomic_path
 
 __all__ = ["ExportResult", "export_torchscript", "export_program", "export_onnx", "export_all", "META_NAME",
            "MODEL_FORMAT"]
@@ -222,13 +220,18 @@ def export_onnx(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int,
 
 
 def export_all(net: nn.Module, out_dir: str | os.PathLike, input_shape: tuple[int, ...], meta: dict[str, Any],
-               torchscript: bool = True, program: bool = True, onnx: bool = False, verify_batch: int = 3
-               ) -> list[ExportResult]:
-    """Every requested export into ``out_dir`` (``model.ts``, ``model.pt2``, ``model.onnx``)."""
+               torchscript: bool = True, program: bool = True, onnx: bool = False, verify_batch: int = 3,
+               channels_last: bool = False) -> list[ExportResult]:
+    """Every requested export into ``out_dir`` (``model.ts``, ``model.pt2``, ``model.onnx``).
+
+    With ``channels_last`` the weights are stored channels-last (the deployment format the latency
+    was measured in); the files still take ordinary NCHW input.
+    """
     out = Path(out_dir)
     export_batch = 2 if verify_batch != 2 else 4
     results = []
     net = net.cpu().float().eval()
+    net = net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if torchscript:
         results.append(export_torchscript(net, out / "model.ts", input_shape, meta, export_batch, verify_batch))
     if program:

@@ -26,7 +26,6 @@ across nodes).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -36,8 +35,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from .cli import quiet_third_party, run_cli, setup_logging
-from .config import Config, apply_overrides, config_from_dict, config_to_dict, config_to_yaml, default_config_path, read_yaml
+from .cli import run_cli, setup_logging
+from .config import Config, apply_overrides, config_from_dict, config_to_yaml, default_config_path, read_yaml
 from .errors import ConfigError, HwnasError, RunDirError
 from .io import atomic_write_json, atomic_write_text, check_output_dir, read_json
 
@@ -77,6 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     ap.add_argument("--deterministic", action="store_true", help="deterministic algorithms (for GPU reproducibility)")
+    ap.add_argument("--arch", help="skip the search: retrain, profile and export this architecture "
+                                   "(compact string or arch.json of the same space)")
     ap.add_argument("--print_config", "--print-config", action="store_true", help="print the resolved config and exit")
     args, rest = ap.parse_known_args(argv)
     overrides = []
@@ -150,8 +151,9 @@ class RunState:
 class Pipeline:
     """Runs the stages for one config into one run directory (see the module docstring)."""
 
-    def __init__(self, cfg: Config, run_dir: Path, state: RunState, resumed: bool = False):
+    def __init__(self, cfg: Config, run_dir: Path, state: RunState, resumed: bool = False, fixed_arch: str | None = None):
         self.cfg, self.run_dir, self.state, self.resumed = cfg, Path(run_dir), state, resumed
+        self.fixed_arch = fixed_arch or state.data.get("fixed_arch")
         self.rank = _rank()
         self.leader = self.rank == 0
         self.ctx: dict[str, Any] = {"name": cfg.name}
@@ -286,6 +288,11 @@ class Pipeline:
         from .tracking import TrackingCallback
 
         objective = self._objective()
+        if self.fixed_arch:
+            self.module = None
+            if self.leader and not self.state.done("search"):
+                self.state.mark("search", 0.0, skipped=f"architecture given: {self.fixed_arch}")
+            return
         if self.state.done("search"):
             self.module = self._load_search_module(objective)
             return
@@ -340,14 +347,15 @@ class Pipeline:
         })
 
     def stage_derive(self) -> None:
-        import torch
 
         from .data import HwnasDataModule
-        from .derive import (Candidate, evaluate_accuracy, finetune_subnet, propose_candidates, score_candidates,
+        from .derive import (evaluate_accuracy, finetune_subnet, propose_candidates, score_candidates,
                              select_best, skip_share)
         from .hardware.model import measure_archs
         from .space.arch import Arch
 
+        if self.fixed_arch:
+            return self._derive_fixed()
         self.ctx["alpha_history"] = self.module.alpha_history
         sn = self.module.supernet.cpu()
         self.ctx["skip_share"] = skip_share(sn)
@@ -398,6 +406,34 @@ class Pipeline:
         self.state.mark("derive", time.perf_counter() - t0, chosen=best.arch.to_string(), candidates=len(cands))
         _logger.info("chosen: %s (val acc %.4f, %.3f ms measured, score %.4f)", best.arch, best.val_accuracy,
                      best.latency_ms, best.score)
+
+    def _derive_fixed(self) -> None:
+        """``--arch``: no search; the given architecture is measured and goes on to retraining."""
+        from .derive import Candidate
+        from .hardware.model import measure_archs
+        from .space.arch import Arch
+
+        if self.state.done("derive"):
+            self.chosen = Arch.load(self._path("arch_searched.json"))
+            self.ctx["candidates"] = read_json(self._path("candidates.json"))["candidates"]
+            return
+        t0 = time.perf_counter()
+        text = self.fixed_arch
+        arch = Arch.load(text) if text.endswith(".json") else Arch.from_string(text)
+        arch = self.space.validate(Arch(arch.ops, arch.scale, None))
+        c = Candidate(arch, ["given"], 0.0)
+        c.latency_ms = measure_archs(self.space, [arch], self.settings, self.table)[0]
+        c.latency_ms_predicted = self.model.predict(arch)
+        counts = self.model.counts(arch)
+        c.macs, c.bytes, c.intensity = counts["macs"], counts["bytes"], counts["intensity"]
+        roof = self.table.roofline
+        c.efficiency = roof.efficiency(c.macs, c.bytes, c.latency_ms) if roof else 0.0
+        c.chosen = True
+        self.chosen = arch.with_scale(type(arch.scale)())
+        self.ctx["candidates"] = [c.to_dict()]
+        atomic_write_json(self._path("candidates.json"), {"targets": self.targets.to_dict(), "candidates": [c.to_dict()]})
+        self.chosen.save(self._path("arch_searched.json"))
+        self.state.mark("derive", time.perf_counter() - t0, chosen=arch.to_string(), given=True)
 
     def stage_scale(self) -> None:
         from .hardware.lut import build_table
@@ -522,7 +558,7 @@ class Pipeline:
                 "class_names": list(info.class_names), "num_classes": self.space.num_classes}
         e = self.cfg.export
         results = export_all(self.net, self.run_dir, tuple(meta["input_shape"]), meta, e.torchscript, e.program, e.onnx,
-                             e.verify_batch)
+                             e.verify_batch, channels_last=self.cfg.hardware.channels_last)
         for r in results:
             if r.ok:
                 _logger.info("exported %s: %s (max abs diff %.2g at batch %d, reloaded in a fresh process)", r.kind,
@@ -716,11 +752,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state.save()
             else:
                 state = RunState(run_dir)
+            if args.arch:
+                state.data["fixed_arch"] = args.arch
+                if leader:
+                    state.save()
         if cfg.trainer.deterministic:
             import torch
 
             torch.use_deterministic_algorithms(True, warn_only=True)
-        pipe = Pipeline(cfg, run_dir, state, resumed)
+        pipe = Pipeline(cfg, run_dir, state, resumed, args.arch)
         pipe.run()
         if leader and (run_dir / "metrics.json").is_file():
             print_summary(read_json(run_dir / "metrics.json"), run_dir)

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import Config, load_config
-from .errors import HwnasError, LUTError
-from .hardware.lut import LatencyTable, build_table
+from .errors import LUTError
+from .hardware.lut import LatencyTable, build_table, build_table_sharded
 from .hardware.measure import MeasureSettings
 from .hardware.model import LatencyModel, calibrate_and_validate, validate_model
 from .hardware.roofline import probe_roofline
@@ -86,6 +86,25 @@ def ensure_calibration(table: LatencyTable, space: SearchSpace, settings: Measur
     calibrate_and_validate(table, space, settings, n_calib, n_valid, seed=seed, progress=progress)
 
 
+def resolve_devices(names: Sequence[str]) -> list[str]:
+    """``["all"]`` -> every visible CUDA device; otherwise the names as given."""
+    if list(names) == ["all"]:
+        import torch
+
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return list(names)
+
+
+def measure_rows(space: SearchSpace | None, settings: MeasureSettings, table: LatencyTable | None, devices: Sequence[str],
+                 roofline=None, progress: Callable[[int, int], None] | None = None, keys=()) -> LatencyTable:
+    """Measure missing rows on one device (with progress) or sharded over several devices of this node."""
+    devs = resolve_devices(devices)
+    if len(devs) > 1:
+        _logger.info("measuring the latency table on %d devices: %s", len(devs), ", ".join(devs))
+        return build_table_sharded(space, settings, devs, table, keys=keys, roofline=roofline)
+    return build_table(space, settings, table, keys=keys, roofline=roofline, progress=progress)
+
+
 def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
                  progress: Callable[[str, int, int], None] | None = None, save_cache: bool = True) -> tuple[LatencyTable, str]:
     """The latency table for this run and where it came from (``loaded PATH`` / ``built``).
@@ -114,8 +133,8 @@ def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
         roof = None
         if hw.probe and (table is None or table.roofline is None):
             roof = probe_roofline(settings)
-        table = build_table(space, settings, table, roofline=roof,
-                            progress=(lambda d, t: progress("measure ops", d, t)) if progress else None)
+        table = measure_rows(space, settings, table, hw.build_devices, roof,
+                             (lambda d, t: progress("measure ops", d, t)) if progress else None)
         changed = True
     elif hw.probe and table.roofline is None and not table.mismatches(record):
         table.roofline = probe_roofline(settings)
@@ -209,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--out", help="where to save (default: the --lut file, else luts/<device>-<space>.json)")
     b.add_argument("--no-calibrate", action="store_true", help="skip the end-to-end calibration and validation")
     b.add_argument("--recalibrate", action="store_true", help="refit the calibration even if the table has one")
+    b.add_argument("--devices", help="measure rows on several GPUs of this node in parallel: cuda:0,cuda:1 or all")
     b.add_argument("overrides", nargs="*", help="dotted overrides, e.g. hardware.batch_size=64")
     p = sub.add_parser("probe", help="measure the device roofline (peak FLOP/s and bandwidth)")
     p.add_argument("--config")
@@ -271,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _rich_progress() as prog:
             cb = progress_callback(prog)
             roof = probe_roofline(settings) if cfg.hardware.probe and (table is None or table.roofline is None) else None
-            table = build_table(space, settings, table, roofline=roof, progress=lambda d, t: cb("measure ops", d, t))
+            devices = args.devices.split(",") if args.devices else cfg.hardware.build_devices
+            table = measure_rows(space, settings, table, devices, roof, lambda d, t: cb("measure ops", d, t))
             if args.recalibrate:
                 table.calibration = None
             if not args.no_calibrate:

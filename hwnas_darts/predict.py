@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError, HwnasError, ModelFileError
+from .errors import DataError, ModelFileError
 
 __all__ = ["load_model", "load_inputs", "predict", "Prediction", "main"]
 

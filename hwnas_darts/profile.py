@@ -8,7 +8,6 @@ the config of its run directory, or ``--config``) or an exported ``model.ts`` / 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .errors import HwnasError, ModelFileError
+from .errors import HwnasError
 from .hardware.lut import LatencyTable, measure_row
 from .hardware.measure import MeasureSettings, measure_modules
 from .hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, count_params, intensity

@@ -75,6 +75,8 @@ class SearchModule(pl.LightningModule):
         self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start, cfg.share_act_weights)
         self.objective = objective
         self.channels_last = channels_last
+        if channels_last:
+            self.supernet = self.supernet.to(memory_format=torch.channels_last)
         self.alpha_history: list[dict[str, Any]] = []
         self._epoch_stats: dict[str, list[float]] = {}
 

@@ -31,7 +31,7 @@ class RetrainModule(pl.LightningModule):
 
     def __init__(self, network: nn.Module, cfg: RetrainConfig, num_classes: int, channels_last: bool = False):
         super().__init__()
-        self.network = network
+        self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.cfg = cfg
         self.channels_last = channels_last
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import pytest
 import torch
 
 from hwnas_darts.config import DeriveConfig, ObjectiveConfig

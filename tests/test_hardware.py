@@ -13,7 +13,6 @@ from hwnas_darts.hardware.lut import LatencyTable, Row, build_table
 from hwnas_darts.hardware.measure import MeasureSettings, measure_module, measure_modules
 from hwnas_darts.hardware.model import LatencyModel, fit_calibration, rank_metrics
 from hwnas_darts.hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, intensity
-from hwnas_darts.space import Arch
 from hwnas_darts.space.ops import build_op
 from hwnas_darts.space.space import OpKey
 
@@ -47,6 +46,7 @@ def test_views_move_nothing_and_peak_memory_is_tracked():
     with torch.inference_mode(), counter:
         y = x.view(16, 4).t()
         z = y + 1
+    assert z.shape == (4, 16)
     assert counter.bytes == 2 * 64 * 4  # only the add: read + write
     assert counter.peak_bytes >= 64 * 4
 

@@ -83,11 +83,12 @@ def test_parse_and_canonical_names():
     ("foo_k3_relu", "unknown op family 'foo'.*registered: conv, fmb"),
     ("mb_k3_relu", "missing parameter"),
     ("conv_k4_relu", "odd"),
+    ("conv_k13_relu", "odd and in"),
     ("conv_k3", "activation suffix"),
     ("skip_relu", "takes no activation"),
     ("conv_x3_relu", "no parameter 'x'"),
     ("conv_k3_tanh", "neither a parameter"),
-    ("s2d_n1_relu", ">= 2"),
+    ("s2d_n1_relu", "in \\[2, 8\\]"),
     ("", "non-empty"),
 ])
 def test_parse_errors(bad, match):

@@ -89,7 +89,6 @@ def test_corrupted_and_foreign_model_files(tmp_path, exported):
 
 
 def test_cli(tmp_path, exported, capsys):
-    from PIL import Image
 
     d, _ = exported
     imgs = np.random.default_rng(1).integers(0, 255, (4, 16, 16), dtype=np.uint8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -12,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from .conftest import ROOT, TINY

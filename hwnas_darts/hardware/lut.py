@@ -35,7 +35,8 @@ from ..space.space import OpKey, SearchSpace
 from .measure import MeasureSettings, measure_module, measure_modules
 from .roofline import Roofline, count_bytes, count_macs, count_params, intensity
 
-__all__ = ["LUT_SCHEMA_VERSION", "Row", "LatencyTable", "measure_row", "build_table", "DEVICE_FIELDS"]
+__all__ = ["LUT_SCHEMA_VERSION", "Row", "LatencyTable", "measure_row", "build_table", "build_table_sharded",
+           "DEVICE_FIELDS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -314,4 +315,65 @@ def build_table(
         table.space_ids.append(space.space_id)
     table.meta["build_seconds"] = round(float(table.meta.get("build_seconds", 0.0)) + time.perf_counter() - t0, 3)
     table.meta["rows_measured_last_build"] = len(todo)
+    return table
+
+
+def _measure_shard(settings: MeasureSettings, keys: list[dict[str, Any]], ref_nominal_ms: float | None
+                   ) -> tuple[list[dict[str, Any]], float | None]:
+    """Worker of :func:`build_table_sharded`: measure ``keys`` on ``settings.device``."""
+    if settings.is_cuda:
+        torch.cuda.set_device(torch.device(settings.device))
+    table = LatencyTable(settings.record())
+    if ref_nominal_ms is not None:
+        table.meta["reference_ms"] = ref_nominal_ms
+    built = build_table(None, settings, table, keys=[OpKey(**k) for k in keys])
+    return [r.to_dict() for r in built.rows.values()], built.reference_ms
+
+
+def build_table_sharded(space: SearchSpace | None, settings: MeasureSettings, devices: list[str],
+                        table: LatencyTable | None = None, keys: Iterable[OpKey] = (),
+                        roofline: Roofline | None = None) -> LatencyTable:
+    """Measure the missing rows on several devices of one node at once and merge them.
+
+    Each device gets every ``len(devices)``-th missing row and measures it in its own process
+    (``spawn``), under the same settings apart from the device. The devices must share one
+    device record (same model, dtype, batch, memory format): a table describes one kind of device.
+    """
+    import dataclasses
+    import multiprocessing as mp
+
+    if len(devices) < 2:
+        return build_table(space, dataclasses.replace(settings, device=devices[0] if devices else settings.device),
+                           table, keys, roofline)
+    per_device = [dataclasses.replace(settings, device=d) for d in devices]
+    records = [s.record() for s in per_device]
+    if any(r != records[0] for r in records[1:]):
+        raise LUTError("the devices given for a sharded table build differ "
+                       f"({', '.join(str(r['name']) for r in records)}); a table describes one kind of device")
+    record = records[0]
+    if table is None:
+        table = LatencyTable(record, roofline)
+    else:
+        table.check_device(record)
+        if roofline is not None:
+            table.roofline = roofline
+    wanted = (list(space.all_keys()) if space is not None else []) + list(keys)
+    todo = [k.to_dict() for k in table.missing(wanted)]
+    t0 = time.perf_counter()
+    if todo:
+        shards = [todo[i::len(devices)] for i in range(len(devices))]
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(len(devices)) as pool:
+            results = pool.starmap(_measure_shard, [(s, sh, table.reference_ms) for s, sh in zip(per_device, shards) if sh])
+        for rows, ref in results:
+            for r in rows:
+                row = Row.from_dict(r)
+                table.rows[row.key] = row
+            if ref is not None and table.reference_ms is None:
+                table.meta["reference_ms"] = ref
+    if space is not None and space.space_id not in table.space_ids:
+        table.space_ids.append(space.space_id)
+    table.meta["build_seconds"] = round(float(table.meta.get("build_seconds", 0.0)) + time.perf_counter() - t0, 3)
+    table.meta["rows_measured_last_build"] = len(todo)
+    table.meta["build_devices"] = list(devices)
     return table

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -35,9 +33,9 @@ from ..errors import LUTError
 from ..network import build_network
 from ..space.arch import Arch
 from ..space.ops import parse_op
-from ..space.space import PlannedLayer, SearchSpace
+from ..space.space import SearchSpace
 from .lut import LatencyTable
-from .measure import MeasureSettings, measure_module, measure_modules
+from .measure import MeasureSettings, measure_modules
 from .roofline import Roofline, intensity
 
 __all__ = ["LatencyModel", "group_of", "measure_arch", "measure_archs", "fit_calibration", "validate_model",

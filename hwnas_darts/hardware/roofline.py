@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 import weakref
@@ -197,13 +196,13 @@ def probe_roofline(settings: MeasureSettings, gemm_n: int | None = None, copy_mb
         b = torch.randn(n, n, device=dev, dtype=dtype)
         gemm = measure_callable(lambda: torch.mm(a, b), _probe_settings(settings))
         peak = 2.0 * n**3 / (min(gemm.samples_ms) / 1e3)
-        del a, b
+
         numel = mb * 2**20 // 4
         src = torch.empty(numel, device=dev, dtype=torch.float32).uniform_()
         dst = torch.empty_like(src)
         copy = measure_callable(lambda: dst.copy_(src), _probe_settings(settings))
         bandwidth = 2.0 * numel * 4 / (min(copy.samples_ms) / 1e3)
-        del src, dst
+
     _logger.info("roofline probe: %.1f GFLOP/s, %.1f GB/s (%.1fs)", peak / 1e9, bandwidth / 1e9, time.perf_counter() - t0)
     return Roofline(peak, bandwidth, "probe")
 

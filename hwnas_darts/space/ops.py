@@ -286,14 +286,14 @@ def parse_op(name: str, default_act: str | None = None) -> OpSpec:
     missing = [k for k in fam.params if k not in values]
     if missing:
         raise SpaceError(f"op {name!r}: missing parameter(s) {', '.join(missing)} (e.g. {fam_name}_" + "_".join(f"{k}3" for k in fam.params) + ")")
-    if "k" in values and (values["k"] < 1 or values["k"] % 2 == 0):
-        raise SpaceError(f"op {name!r}: kernel size must be odd and >= 1, got {values['k']}")
-    if "e" in values and values["e"] < 1:
-        raise SpaceError(f"op {name!r}: expansion must be >= 1, got {values['e']}")
-    if "n" in values and values["n"] < 2:
-        raise SpaceError(f"op {name!r}: space-to-depth block size must be >= 2, got {values['n']}")
-    if "w" in values and values["w"] < 1:
-        raise SpaceError(f"op {name!r}: width must be >= 1, got {values['w']}")
+    if "k" in values and (not 1 <= values["k"] <= 11 or values["k"] % 2 == 0):
+        raise SpaceError(f"op {name!r}: kernel size must be odd and in [1, 11], got {values['k']}")
+    if "e" in values and not 1 <= values["e"] <= 16:
+        raise SpaceError(f"op {name!r}: expansion must be in [1, 16], got {values['e']}")
+    if "n" in values and not 2 <= values["n"] <= 8:
+        raise SpaceError(f"op {name!r}: space-to-depth block size must be in [2, 8], got {values['n']}")
+    if "w" in values and not 1 <= values["w"] <= 16384:
+        raise SpaceError(f"op {name!r}: width must be in [1, 16384], got {values['w']}")
     if fam.has_act:
         act = act or default_act
         if act is None:

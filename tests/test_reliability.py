@@ -1,0 +1,99 @@
+"""Bad input in, the package's own error out: fuzzed configs, NaN training, collapse guard."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+import torch
+
+from hwnas_darts.config import config_from_dict, config_to_dict, load_config
+from hwnas_darts.errors import HwnasError, TrainingError
+from hwnas_darts.network import build_network
+from hwnas_darts.space import SearchSpace
+from hwnas_darts.supernet import SuperNet
+
+from .conftest import TINY
+
+VALUES = [-1, 0, 1, 2, 3, 7, 0.5, 1.5, -0.2, "abc", "", None, True, False, [], {}, "relu", "skip", "conv_k3",
+          "s2d_n4", "auto", [1, 2], {"x": 1}, 100000000, "cuda", "gumbel", "softmax", 1e-12]
+
+
+def _leaves(d, prefix=()):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _leaves(v, prefix + (k,))
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            yield from _leaves(v, prefix + (i,))
+        yield prefix
+    else:
+        yield prefix
+
+
+def _mutate(data, rng):
+    data = copy.deepcopy(data)
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(list(_leaves(data)))
+        if not path:
+            continue
+        node = data
+        for key in path[:-1]:
+            node = node[key]
+        if rng.random() < 0.1 and isinstance(node, dict):
+            node[f"bogus{rng.randint(0, 9)}"] = 1  # an unknown key
+        else:
+            node[path[-1]] = rng.choice(VALUES)
+    return data
+
+
+def test_fuzzed_configs_run_or_fail_cleanly():
+    base = config_to_dict(load_config(TINY))
+    rng = random.Random(1234)
+    ok = failed = 0
+    for _ in range(300):
+        data = _mutate(base, rng)
+        try:
+            cfg = config_from_dict(data)
+            space = SearchSpace.from_config(cfg)
+            c, s, _ = (*space.input_shape[:2], None)
+            x = torch.randn(2, *space.input_shape)
+            net = SuperNet(space, cfg.search.relaxation, 1.0).train()
+            net(x).sum().backward()
+            build_network(space, space.sample(0)).eval()(x)
+            ok += 1
+        except HwnasError:
+            failed += 1
+    assert ok > 20 and failed > 100  # both kinds of outcome really happen
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["space.stages.0.width=100000000"], "width: must be <= "),
+    (["data.batch_size=0"], "data.batch_size: must be >= 1"),
+    (["search.tau_end=0"], "temperature must be > 0"),
+    (["data.val_fraction=1"], "must be in \\(0, 1\\)"),
+    (["search.epochs=-2"], "search.epochs: must be >= 0"),
+    (["space.stages.1.ops=[mb_k3_e99]"], "expansion"),
+])
+def test_out_of_range_values(overrides, match):
+    with pytest.raises(HwnasError, match=match):
+        cfg = load_config(TINY, overrides)
+        SearchSpace.from_config(cfg)
+
+
+def test_nan_loss_stops_the_search_naming_the_step(tiny_space, tiny_cfg):
+    from torch.utils.data import DataLoader
+
+    from hwnas_darts._pl import pl
+    from hwnas_darts.search import SearchModule
+
+    x = torch.full((8, 1, 16, 16), float("nan"))
+    y = torch.zeros(8, dtype=torch.long)
+    batches = [{"train": (x, y), "val": (x, y)}] * 4
+    loader = DataLoader(batches, batch_size=None)
+    module = SearchModule(tiny_space, tiny_cfg.search)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(TrainingError, match=r"is nan at epoch 0, step 0"):
+        trainer.fit(module, train_dataloaders=loader)
