@@ -186,8 +186,10 @@ class Pipeline:
     def _callbacks(self, stage: str) -> list:
         from ._pl import pl
 
-        cbs: list = [pl.callbacks.ModelCheckpoint(dirpath=str(self._path(f"checkpoints/{stage}")), filename="epoch{epoch}",
-                                                  save_last=True, save_top_k=0, every_n_epochs=1,
+        # every epoch: a rolling "epoch=N.ckpt" (top_k=1 without a monitor keeps only the newest) and a
+        # copy "last.ckpt" that --resume uses; both written atomically by AtomicCheckpointIO
+        cbs: list = [pl.callbacks.ModelCheckpoint(dirpath=str(self._path(f"checkpoints/{stage}")), filename="{epoch}",
+                                                  save_last=True, save_top_k=1, every_n_epochs=1,
                                                   save_on_train_epoch_end=True, enable_version_counter=False)]
         if self.cfg.trainer.progress:
             cbs.append(pl.callbacks.RichProgressBar(leave=True))

@@ -47,13 +47,19 @@ def temperature(cfg: SearchConfig, epoch: int) -> float:
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """RNG states in types a ``weights_only`` checkpoint load accepts (tensors, ints, tuples)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "python": random.getstate()}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
 
 
 class SearchModule(pl.LightningModule):
@@ -105,7 +111,7 @@ class SearchModule(pl.LightningModule):
     def _check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
         if not torch.isfinite(loss):
             raise TrainingError(
-                f"search stopped: the {what} is {float(loss)} at epoch {self.current_epoch}, step {batch_idx} "
+                f"search stopped: the {what} is {float(loss.detach())} at epoch {self.current_epoch}, step {batch_idx} "
                 f"(global step {self.global_step}). The last good end-of-epoch checkpoint is kept; lower "
                 "search.weight_lr / search.alpha_lr or set search.grad_clip, then rerun (or --resume)."
             )

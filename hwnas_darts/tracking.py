@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import netrc
+import uuid
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -105,7 +106,7 @@ class WandbTracker(Tracker):
 
         self.wandb = wandb
         self.mode = wandb_mode(cfg.logger.mode)
-        self.run_id = run_id or wandb.util.generate_id()
+        self.run_id = run_id or uuid.uuid4().hex[:8]
         from ._pl import pl as _pl
 
         self.logger = _pl.loggers.WandbLogger(
@@ -186,18 +187,33 @@ def make_tracker(cfg: Config, run_dir: Path, state: dict[str, Any] | None = None
 
 
 class TrackingCallback(pl.Callback):
-    """Logs each search epoch's alpha distribution (table + heatmap) to the tracker, on rank 0."""
+    """Logs each search epoch's alpha distribution (table + heatmap) to the tracker, on rank 0.
+
+    Lightning calls plain callbacks' ``on_train_epoch_end`` before the module's (where the
+    epoch's entry is appended), so every hook logs the entries not yet logged and
+    ``on_train_end`` catches the last one.
+    """
 
     def __init__(self, tracker: Tracker, plot_dir: Path | None = None):
         self.tracker, self.plot_dir = tracker, plot_dir
+        self.logged_epochs: set[int] = set()
+
+    def _flush(self, trainer, pl_module) -> None:
+        if trainer.global_rank != 0:
+            return
+        for entry in getattr(pl_module, "alpha_history", []):
+            if entry["epoch"] in self.logged_epochs:
+                continue
+            self.logged_epochs.add(entry["epoch"])
+            heat = None
+            if self.plot_dir is not None and self.tracker.kind == "wandb":
+                from .report import plot_alpha_snapshot
+
+                heat = plot_alpha_snapshot(entry, self.plot_dir / f"alphas_epoch{entry['epoch']}.png")
+            self.tracker.log_alphas(entry["epoch"], entry["alphas"], heat)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.global_rank != 0 or not getattr(pl_module, "alpha_history", None):
-            return
-        entry = pl_module.alpha_history[-1]
-        heat = None
-        if self.plot_dir is not None and self.tracker.kind == "wandb":
-            from .report import plot_alpha_snapshot
+        self._flush(trainer, pl_module)
 
-            heat = plot_alpha_snapshot(entry, self.plot_dir / f"alphas_epoch{entry['epoch']}.png")
-        self.tracker.log_alphas(entry["epoch"], entry["alphas"], heat)
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer, pl_module)

@@ -154,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="hw,flops,random,hand")
     ap.add_argument("--hw", action="append", help="objective overrides of one hw search (repeatable); "
                                                   "default: a latency-weight sweep")
+    ap.add_argument("--flops", action="append", help="objective overrides of one FLOPs-proxy search (repeatable); "
+                                                     "default: the hw settings with a nonzero latency weight")
     ap.add_argument("--buckets", type=int, default=3, help="latency buckets for random search")
     ap.add_argument("--random-steps", type=int, default=300, help="short-schedule steps per random architecture")
     ap.add_argument("--random-max", type=int, default=40, help="cap on random architectures")
@@ -165,6 +167,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     methods = args.methods.split(",")
     hw_settings = args.hw or DEFAULT_HW
+    flops_settings = args.flops or [h for h in hw_settings if "latency_weight=0.0" not in h]
     base = list(args.fit_overrides)
     cfg = load_config(args.config, base)
     space = SearchSpace.from_config(cfg)
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     for method in ("hw", "flops"):
         if method not in methods:
             continue
-        for i, setting in enumerate(hw_settings):
+        for i, setting in enumerate(hw_settings if method == "hw" else flops_settings):
             ov = base + setting.split() + (["objective.cost=macs"] if method == "flops" else [])
             name = f"{method}{i}"
             _logger.info("%s: %s", name, " ".join(ov))
