@@ -125,7 +125,8 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_latency: float, ref_a
 def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float | None = None,
                     xlabel: str = "measured latency (ms)") -> Path | None:
     """Validation accuracy vs measured latency of the candidates; Pareto front; the chosen one."""
-    pts = [(c["latency_ms"], c["val_accuracy"]) for c in cands if c.get("latency_ms") is not None]
+    pts = [(c["latency_ms"], c["val_accuracy"]) for c in cands
+           if c.get("latency_ms") is not None and c.get("val_accuracy") is not None]
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -133,7 +134,7 @@ def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float |
     front = pareto_front(pts)
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:gray", label="Pareto front")
     for c in cands:
-        if c.get("chosen"):
+        if c.get("chosen") and c.get("val_accuracy") is not None:
             ax.scatter([c["latency_ms"]], [c["val_accuracy"]], s=160, facecolors="none", edgecolors="tab:red",
                        linewidths=2, label="chosen")
     if target:
