@@ -244,10 +244,11 @@ def score_candidates(candidates: Sequence[Candidate], cfg: ObjectiveConfig, targ
 
 
 def select_best(candidates: Sequence[Candidate]) -> Candidate:
-    """The highest-scoring candidate (ties: the more probable one)."""
+    """The highest-scoring candidate; ties go to the faster one, then to the more probable one."""
     if not candidates:
         raise ValueError("no candidates to select from")
-    best = max(candidates, key=lambda c: (c.score if c.score is not None else -math.inf, c.log_prob))
+    best = max(candidates, key=lambda c: (c.score if c.score is not None else -math.inf,
+                                          -(c.latency_ms if c.latency_ms is not None else math.inf), c.log_prob))
     for c in candidates:
         c.chosen = c is best
     return best

@@ -41,7 +41,7 @@ def plot_alpha_snapshot(entry: dict[str, Any], path: Path) -> Path:
     width = max(len(v) for v in alphas.values())
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * width), 0.45 * len(layers) + 1.5))
     grid = [[probs[op] for op in probs] + [math.nan] * (width - len(probs)) for probs in alphas.values()]
-    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(max(p.values()) for p in alphas.values()))
     ax.set_yticks(range(len(layers)), layers)
     ax.set_xticks(range(width), [f"#{i}" for i in range(width)])
     for r, probs in enumerate(alphas.values()):
@@ -61,19 +61,23 @@ def plot_alpha_history(history: Sequence[dict[str, Any]], path: Path) -> Path | 
     rows = math.ceil(len(layers) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
     epochs = [h["epoch"] for h in history]
+    vmax = max(max(p for probs in h["alphas"].values() for p in probs.values()) for h in history)
+    im = None
     for i, layer in enumerate(layers):
         ax = axes[i // cols][i % cols]
         ops = list(history[0]["alphas"][layer])
         grid = [[h["alphas"][layer][op] for h in history] for op in ops]
-        ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_yticks(range(len(ops)), ops, fontsize=6)
         ax.set_xticks(range(len(epochs)), [str(e) for e in epochs], fontsize=7)
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("epoch", fontsize=7)
     for j in range(len(layers), rows * cols):
         axes[j // cols][j % cols].axis("off")
-    fig.suptitle("candidate probabilities per layer over the search")
+    fig.suptitle("candidate probabilities per layer over the search (colour scale 0 to the largest probability)")
     fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.015, pad=0.01)
     return _save(fig, path)
 
 
@@ -197,6 +201,8 @@ def plot_retrain(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
 def _fmt(v: Any, digits: int = 4) -> str:
     if v is None:
         return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
@@ -262,8 +268,12 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     lines += ["## Search", ""]
     if ctx.get("search"):
         s = ctx["search"]
+        unit = "MACs" if targets.get("cost") == "macs" else "ms"
         lines += [f"Relaxation `{s.get('relaxation')}`, {s.get('epochs')} epochs ({s.get('warmup_epochs')} warm-up), "
-                  f"{_fmt(s.get('seconds'))} s. Targets: {targets}.", ""]
+                  f"{_fmt(s.get('seconds'))} s.", "",
+                  f"Targets: latency {_fmt(targets.get('latency'))} {unit} (the fastest architecture of the space: "
+                  f"{_fmt(targets.get('fastest'))} {unit}, median of random ones: {_fmt(targets.get('median'))} {unit}), "
+                  f"intensity {_fmt(targets.get('intensity'))} FLOP/byte, efficiency {_fmt(targets.get('efficiency'))}.", ""]
     collapse = ctx.get("skip_share")
     if collapse:
         note = ("**Warning: the distribution collapsed onto skip connections** (the known DARTS failure); "

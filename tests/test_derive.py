@@ -38,6 +38,9 @@ def test_chosen_is_highest_score(tiny_space):
     assert [round(c.score, 3) for c in cands] == [0.45, 0.8, 0.212]
     best = select_best(cands)
     assert best is cands[1] and best.chosen and not cands[0].chosen
+    # equal scores: the faster candidate wins
+    tie = [Candidate(tiny_space.sample(i), ["sample"], -1.0, latency_ms=lat, score=0.5) for i, lat in enumerate([3.0, 2.0])]
+    assert select_best(tie) is tie[1]
 
 
 def test_constrained_argmax_meets_target(tiny_table, tiny_space):
