@@ -501,6 +501,17 @@ def make_loader(ds: ImageBatchDataset, batch_size: int, shuffle: bool, seed: int
     )
 
 
+def cycle_batches(loader: Iterable, steps: int) -> Iterator:
+    """``steps`` batches from ``loader``, starting it over whenever it runs out."""
+    it = iter(loader)
+    for _ in range(steps):
+        try:
+            yield next(it)
+        except StopIteration:
+            it = iter(loader)
+            yield next(it)
+
+
 # --------------------------------------------------------------------------------------------
 # LightningDataModule
 # --------------------------------------------------------------------------------------------

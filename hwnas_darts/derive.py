@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DeriveConfig, ObjectiveConfig
+from .data import cycle_batches
 from .objective import Targets, score
 from .space.arch import Arch
 from .supernet import SuperNet
@@ -221,13 +222,7 @@ def finetune_subnet(supernet: SuperNet, arch: Arch, loader: Iterable, steps: int
     net = copy.deepcopy(supernet).to(device)
     net.train()
     opt = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=0.9)
-    it = iter(loader)
-    for _ in range(steps):
-        try:
-            x, y = next(it)
-        except StopIteration:
-            it = iter(loader)
-            x, y = next(it)
+    for x, y in cycle_batches(loader, steps):
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(net(x.to(device), arch=arch), y.to(device))
         loss.backward()

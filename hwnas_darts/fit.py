@@ -298,7 +298,7 @@ class Pipeline:
         if self.state.done("search"):
             self.module = self._load_search_module(objective)
             return
-        t0 = time.perf_counter() - float(self.state.data.get("search_elapsed", 0.0))
+        t0 = time.perf_counter()
         module = self._search_module(objective)
         dm = HwnasDataModule(self.cfg.data, self.cfg.seed, mode="search")
         if self.cfg.search.epochs > 0:
@@ -322,8 +322,9 @@ class Pipeline:
 
             with atomic_path(self._path("checkpoints/search/last.ckpt")) as tmp:
                 torch.save({"state_dict": module.state_dict(), "alpha_history": []}, tmp)
-        self.state.mark("search", time.perf_counter() - t0, epochs=self.cfg.search.epochs,
-                        argmax=module.supernet.derive().to_string())
+        # the time spent searching, including the part before an interruption (carried in the checkpoint)
+        seconds = module.elapsed_seconds if self.cfg.search.epochs > 0 else time.perf_counter() - t0
+        self.state.mark("search", seconds, epochs=self.cfg.search.epochs, argmax=module.supernet.derive().to_string())
 
     def _load_search_module(self, objective):
         import torch
@@ -486,7 +487,6 @@ class Pipeline:
             self.dm = HwnasDataModule(self.cfg.data, self.cfg.seed, mode="retrain", image_size=size)
             self.dm.setup()
             return
-        t0 = time.perf_counter() - float(self.state.data.get("retrain_elapsed", 0.0))
         dm = HwnasDataModule(self.cfg.data, self.cfg.seed, mode="retrain", full_train=self.cfg.retrain.full_train,
                              image_size=size if size != self.space.image_size else None)
         module = RetrainModule(net, self.cfg.retrain, self.space.num_classes, self.cfg.trainer.channels_last)
@@ -508,7 +508,7 @@ class Pipeline:
             torch.save(net.state_dict(), tmp)
         acc = self._test_accuracy(net, dm)
         self.ctx["retrain_history"] = module.history
-        self.state.mark("retrain", time.perf_counter() - t0, test_accuracy=acc, epochs=self.cfg.retrain.epochs,
+        self.state.mark("retrain", module.elapsed_seconds, test_accuracy=acc, epochs=self.cfg.retrain.epochs,
                         history=module.history)
         _logger.info("test accuracy of the retrained network: %.4f", acc)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from .objective import HardwareObjective
 from .space.space import SearchSpace
 from .supernet import SuperNet
 
-__all__ = ["SearchModule", "temperature"]
+__all__ = ["SearchModule", "ElapsedTime", "temperature"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,7 +63,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-class SearchModule(pl.LightningModule):
+class ElapsedTime:
+    """Mixin for LightningModules: wall time spent in ``fit``, carried across resumed runs."""
+
+    elapsed_before: float = 0.0
+    _fit_t0: float | None = None
+
+    def on_fit_start(self) -> None:
+        self._fit_t0 = time.perf_counter()
+
+    @property
+    def elapsed_seconds(self) -> float:
+        now = time.perf_counter() - self._fit_t0 if self._fit_t0 is not None else 0.0
+        return self.elapsed_before + now
+
+    def _save_elapsed(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["elapsed_seconds"] = self.elapsed_seconds
+
+    def _load_elapsed(self, checkpoint: dict[str, Any]) -> None:
+        self.elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
+        self._fit_t0 = time.perf_counter()
+
+
+class SearchModule(ElapsedTime, pl.LightningModule):
     """Supernet + bi-level optimisation.
 
     Args:
@@ -229,6 +252,7 @@ class SearchModule(pl.LightningModule):
 
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._save_elapsed(checkpoint)
         checkpoint["alpha_history"] = self.alpha_history
         checkpoint["rng_states"] = _rng_state()
         checkpoint["space_id"] = self.space.space_id
@@ -238,5 +262,6 @@ class SearchModule(pl.LightningModule):
             raise TrainingError(f"checkpoint belongs to space {checkpoint.get('space_id')}, this run's space is "
                                 f"{self.space.space_id}; it cannot be resumed with this config")
         self.alpha_history = list(checkpoint.get("alpha_history", []))
+        self._load_elapsed(checkpoint)
         if "rng_states" in checkpoint:
             _set_rng_state(checkpoint["rng_states"])

@@ -13,13 +13,14 @@ from torchmetrics.classification import MulticlassAccuracy
 from ._pl import pl
 from .config import RetrainConfig
 from .errors import TrainingError
+from .search import ElapsedTime
 
 __all__ = ["RetrainModule"]
 
 _logger = logging.getLogger(__name__)
 
 
-class RetrainModule(pl.LightningModule):
+class RetrainModule(ElapsedTime, pl.LightningModule):
     """Cross-entropy (with label smoothing) training of a task network; top-1 test accuracy.
 
     Args:
@@ -74,9 +75,11 @@ class RetrainModule(pl.LightningModule):
                              **{k: float(v) for k, v in m.items() if k.startswith("retrain/")}})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._save_elapsed(checkpoint)
         checkpoint["retrain_history"] = self.history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._load_elapsed(checkpoint)
         self.history = list(checkpoint.get("retrain_history", []))
 
     def configure_optimizers(self):

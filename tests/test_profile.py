@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hwnas_darts.hardware.measure import MeasureSettings
-from hwnas_darts.hardware.roofline import count_bytes, count_macs
+from hwnas_darts.hardware.roofline import count_bytes
 from hwnas_darts.network import build_network
 from hwnas_darts.profile import main, profile_network
 from hwnas_darts.space import Arch

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hwnas_darts.config import load_config  # noqa: E402
-from hwnas_darts.data import HwnasDataModule, make_loader  # noqa: E402
+from hwnas_darts.data import HwnasDataModule, cycle_batches, make_loader  # noqa: E402
 from hwnas_darts.hardware.measure import MeasureSettings  # noqa: E402
 from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -87,13 +87,7 @@ def short_train_accuracy(space: SearchSpace, arch: Arch, dm: HwnasDataModule, st
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.2)
     loader = make_loader(dm.weight_dataset(), dm.cfg.batch_size, True, seed, drop_last=True)
-    it = iter(loader)
-    for _ in range(steps):
-        try:
-            x, y = next(it)
-        except StopIteration:
-            it = iter(loader)
-            x, y = next(it)
+    for x, y in cycle_batches(loader, steps):
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y, label_smoothing=0.1).backward()
         opt.step()

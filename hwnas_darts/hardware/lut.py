@@ -246,6 +246,27 @@ def _row_counts(key: OpKey, module: torch.nn.Module, settings: MeasureSettings) 
     return macs, nbytes, count_params(module)
 
 
+def _start_build(table: LatencyTable | None, record: dict[str, Any], roofline: Roofline | None,
+                 space: SearchSpace | None, keys: Iterable[OpKey]) -> tuple[LatencyTable, list[OpKey]]:
+    """The table to extend (checked against ``record``) and the keys it lacks."""
+    if table is None:
+        table = LatencyTable(record, roofline)
+    else:
+        table.check_device(record)
+        if roofline is not None:
+            table.roofline = roofline
+    wanted = (list(space.all_keys()) if space is not None else []) + list(keys)
+    return table, table.missing(wanted)
+
+
+def _finish_build(table: LatencyTable, space: SearchSpace | None, t0: float, measured: int) -> LatencyTable:
+    if space is not None and space.space_id not in table.space_ids:
+        table.space_ids.append(space.space_id)
+    table.meta["build_seconds"] = round(float(table.meta.get("build_seconds", 0.0)) + time.perf_counter() - t0, 3)
+    table.meta["rows_measured_last_build"] = measured
+    return table
+
+
 def measure_row(key: OpKey, settings: MeasureSettings, ref_nominal_ms: float | None = None) -> Row:
     """Measure one op at one shape: latency (device), MACs (fvcore), bytes (dispatch counter)."""
     module = _row_module(key)
@@ -283,16 +304,7 @@ def build_table(
     Returns:
         The (new or extended) table.
     """
-    record = settings.record()
-    if table is None:
-        table = LatencyTable(record, roofline)
-    else:
-        table.check_device(record)
-        if roofline is not None:
-            table.roofline = roofline
-    wanted = list(space.all_keys()) if space is not None else []
-    wanted += list(keys)
-    todo = table.missing(wanted)
+    table, todo = _start_build(table, settings.record(), roofline, space, keys)
     t0 = time.perf_counter()
     total = len(todo) * max(1, settings.rounds)
     done_before = 0
@@ -311,11 +323,7 @@ def build_table(
             table.rows[k] = Row(k, t.median_ms, t.iqr_ms, t.p90_ms, macs, nbytes, params, t.samples_ms)
         if checkpoint:
             table.save(checkpoint)
-    if space is not None and space.space_id not in table.space_ids:
-        table.space_ids.append(space.space_id)
-    table.meta["build_seconds"] = round(float(table.meta.get("build_seconds", 0.0)) + time.perf_counter() - t0, 3)
-    table.meta["rows_measured_last_build"] = len(todo)
-    return table
+    return _finish_build(table, space, t0, len(todo))
 
 
 def _measure_shard(settings: MeasureSettings, keys: list[dict[str, Any]], ref_nominal_ms: float | None
@@ -350,15 +358,8 @@ def build_table_sharded(space: SearchSpace | None, settings: MeasureSettings, de
     if any(r != records[0] for r in records[1:]):
         raise LUTError("the devices given for a sharded table build differ "
                        f"({', '.join(str(r['name']) for r in records)}); a table describes one kind of device")
-    record = records[0]
-    if table is None:
-        table = LatencyTable(record, roofline)
-    else:
-        table.check_device(record)
-        if roofline is not None:
-            table.roofline = roofline
-    wanted = (list(space.all_keys()) if space is not None else []) + list(keys)
-    todo = [k.to_dict() for k in table.missing(wanted)]
+    table, missing = _start_build(table, records[0], roofline, space, keys)
+    todo = [k.to_dict() for k in missing]
     t0 = time.perf_counter()
     if todo:
         shards = [todo[i::len(devices)] for i in range(len(devices))]
@@ -371,9 +372,5 @@ def build_table_sharded(space: SearchSpace | None, settings: MeasureSettings, de
                 table.rows[row.key] = row
             if ref is not None and table.reference_ms is None:
                 table.meta["reference_ms"] = ref
-    if space is not None and space.space_id not in table.space_ids:
-        table.space_ids.append(space.space_id)
-    table.meta["build_seconds"] = round(float(table.meta.get("build_seconds", 0.0)) + time.perf_counter() - t0, 3)
-    table.meta["rows_measured_last_build"] = len(todo)
     table.meta["build_devices"] = list(devices)
-    return table
+    return _finish_build(table, space, t0, len(todo))
