@@ -360,7 +360,7 @@ class Pipeline:
         if self.fixed_arch:
             return self._derive_fixed()
         self.ctx["alpha_history"] = self.module.alpha_history
-        sn = self.module.supernet.cpu()
+        sn = self.module.supernet.to(self._compute_device())
         self.ctx["skip_share"] = skip_share(sn)
         if self.state.done("derive"):
             self.chosen = Arch.load(self._path("arch_searched.json"))
@@ -380,9 +380,10 @@ class Pipeline:
             net = sn
             if dc.finetune_steps:
                 net = finetune_subnet(sn, c.arch, make_loader(dm.weight_dataset(), dm.cfg.batch_size, True, self.cfg.seed + 7),
-                                      dc.finetune_steps, self.cfg.search.weight_lr)
-            c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, calib_loader=calib if dc.bn_batches else None,
-                                               calib_batches=dc.bn_batches)
+                                      dc.finetune_steps, self.cfg.search.weight_lr, device=self._compute_device())
+            c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, device=self._compute_device(),
+                                               calib_loader=calib if dc.bn_batches else None, calib_batches=dc.bn_batches)
+        sn.cpu()
         if dc.measure:
             meas = measure_archs(self.space, [c.arch for c in cands], self.settings, self.table)
         else:
@@ -502,25 +503,36 @@ class Pipeline:
             return
         from .io import atomic_path
 
+        acc = self._test_accuracy(module.network.to(self._compute_device()), dm)
         net = module.network.cpu().float().eval()
         self.net = net
         with atomic_path(self._path("model_state.pt")) as tmp:
             torch.save(net.state_dict(), tmp)
-        acc = self._test_accuracy(net, dm)
         self.ctx["retrain_history"] = module.history
         self.state.mark("retrain", module.elapsed_seconds, test_accuracy=acc, epochs=self.cfg.retrain.epochs,
                         history=module.history)
         _logger.info("test accuracy of the retrained network: %.4f", acc)
 
+    def _compute_device(self):
+        """Where candidate evaluation and testing run: the training accelerator when it is a GPU."""
+        import torch
+
+        acc = self.cfg.trainer.accelerator
+        if acc in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
     @staticmethod
     def _test_accuracy(net, dm) -> float:
+        """Top-1 accuracy on the whole official test split (every image exactly once)."""
         import torch
 
         correct = total = 0
         net.eval()
+        device = next(net.parameters()).device
         with torch.inference_mode():
             for x, y in dm.test_dataloader():
-                correct += int((net(x).argmax(1) == y).sum())
+                correct += int((net(x.to(device)).argmax(1).cpu() == y).sum())
                 total += len(y)
         return correct / max(total, 1)
 

@@ -12,6 +12,7 @@ followed by a dispatch-mode counter.
 
     python tools/bench_search.py                      # default config, batch 64, every relaxation
     python tools/bench_search.py --config configs/tiny.yaml --iters 5 --json out.json
+    python tools/bench_search.py --run runs/fashion_mnist --relaxations single_path   # + stage times of a fit run
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def search_iteration(net: SuperNet, w_opt, a_opt, batch) -> None:
         a.requires_grad_(True)
 
 
-def make_floor(space, arch):
+def make_floor(space, arch, channels_last: bool = False):
     net = build_network(space, arch).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
 
@@ -78,6 +81,12 @@ def floor_iteration(net, opt, batch) -> None:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(xx), yy).backward()
         opt.step()
+
+
+def _channels_last(batch):
+    (x, y), (xv, yv) = batch
+    cl = torch.channels_last
+    return (x.contiguous(memory_format=cl), y), (xv.contiguous(memory_format=cl), yv)
 
 
 def _peak(fn) -> int:
@@ -93,16 +102,21 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
     dm.setup()
     batches = _batches(dm, iters + warmup)
+    cl = cfg.trainer.channels_last  # measured in the memory format the search trains in
+    if cl:
+        batches = [_channels_last(b) for b in batches]
     torch.manual_seed(cfg.seed)
     results: dict = {"config": cfg_path or "default", "batch_size": cfg.data.batch_size, "threads": torch.get_num_threads(),
-                     "space": repr(space), "iterations": iters, "relaxations": {}}
+                     "space": repr(space), "iterations": iters, "channels_last": cl, "relaxations": {}}
     nets = {}
     for mode in relaxations:
         net = SuperNet(space, mode, tau=1.0).train()
+        if cl:
+            net = net.to(memory_format=torch.channels_last)
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.01)
         nets[mode] = (net, w_opt, a_opt)
-    floors = [make_floor(space, space.sample(seed=1000 + i)) for i in range(iters + warmup)]
+    floors = [make_floor(space, space.sample(seed=1000 + i), cl) for i in range(iters + warmup)]
     times: dict[str, list[float]] = {m: [] for m in relaxations}
     times["floor"] = []
     # interleave: every iteration measures each method once, so drift hits all of them alike
@@ -140,16 +154,27 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--relaxations", default="single_path,gumbel,softmax")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--run", help="also print the stage times of this fit run directory (state.json, lut.json)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     res = bench(args.config, args.overrides, args.iters, args.warmup, args.relaxations.split(","))
-    print(f"{res['space']}; batch {res['batch_size']}, {res['threads']} threads, {res['iterations']} iterations")
+    print(f"{res['space']}; batch {res['batch_size']}, {res['threads']} threads, {res['iterations']} iterations, "
+          f"channels_last={res['channels_last']}")
     print(f"floor (one sampled subnet, fwd+bwd on a train and a val batch): {res['floor_s'] * 1e3:.1f} ms, "
           f"peak {res['floor_peak_bytes'] / 2**20:.1f} MiB")
     print(f"{'relaxation':12s} {'ms/iter':>9s} {'x floor':>8s} {'peak MiB':>9s} {'x floor':>8s}")
     for mode, r in res["relaxations"].items():
         print(f"{mode:12s} {r['iteration_s'] * 1e3:9.1f} {r['ratio_to_floor']:8.2f} {r['peak_bytes'] / 2**20:9.1f} "
               f"{r['memory_ratio_to_floor']:8.2f}")
+    if args.run:
+        run = Path(args.run)
+        stages = json.loads((run / "state.json").read_text())["stages"]
+        lut_meta = json.loads((run / "lut.json").read_text()).get("meta", {})
+        res["stages"] = {k: v.get("seconds") for k, v in stages.items()}
+        res["lut_rows_seconds"] = lut_meta.get("build_seconds")
+        print(f"stage times of {run}: " + ", ".join(f"{k} {v:.1f} s" for k, v in res["stages"].items()))
+        print(f"latency-table rows measured in {res['lut_rows_seconds']} s (the lut stage adds the roofline probe "
+              "and the end-to-end calibration/validation networks)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0
