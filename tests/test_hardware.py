@@ -257,3 +257,14 @@ def test_measured_table_end_to_end(tiny_table, tiny_space):
     model = LatencyModel(tiny_table, tiny_space)
     assert all(model.predict(tiny_space.sample(s)) > 0 for s in range(5))
     assert math.isfinite(tiny_table.validation["learned"]["mape_pct"])
+
+
+def test_sharded_build_merges_rows_from_several_processes(tiny_space):
+    """The multi-GPU table build, exercised with two CPU worker processes."""
+    from hwnas_darts.hardware.lut import build_table_sharded
+
+    s = MeasureSettings(batch_size=2, threads=1, reference=False, **FAST)
+    t = build_table_sharded(tiny_space, s, ["cpu", "cpu"])
+    assert t.covers(tiny_space) and len(t) == len(tiny_space.all_keys())
+    assert t.meta["build_devices"] == ["cpu", "cpu"] and t.device == s.record()
+    assert all(r.latency_ms > 0 and (r.bytes > 0 or r.key.op == "skip") for r in t.rows.values())

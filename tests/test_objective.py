@@ -128,3 +128,15 @@ def test_auto_targets(tiny_table, tiny_space):
     low = resolve_targets(ObjectiveConfig(target_quantile=0.1), model, tiny_space, n_random=200)
     assert low.latency <= t.latency
     assert t.efficiency == 1.0
+
+
+def test_unreachable_latency_target_warns_with_the_fastest(tiny_table, tiny_space, caplog):
+    import logging
+
+    from hwnas_darts.hardware.model import LatencyModel
+
+    model = LatencyModel(tiny_table, tiny_space)
+    with caplog.at_level(logging.WARNING, logger="hwnas_darts.objective"):
+        t = resolve_targets(ObjectiveConfig(latency_target=1e-6), model, tiny_space, n_random=50)
+    assert t.latency == 1e-6
+    assert any("below the fastest architecture" in r.getMessage() for r in caplog.records)
