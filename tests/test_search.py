@@ -1,0 +1,61 @@
+"""The bi-level search module: what moves the alphas, temperature, second order."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hwnas_darts._pl import pl
+from hwnas_darts.config import load_config
+from hwnas_darts.data import HwnasDataModule
+from hwnas_darts.search import SearchModule, temperature
+
+from .conftest import TINY
+
+
+def _fit(overrides, objective=None, steps=4):
+    cfg = load_config(TINY, overrides + [f"search.steps_per_epoch={steps}"])
+    from hwnas_darts.space import SearchSpace
+
+    space = SearchSpace.from_config(cfg)
+    pl.seed_everything(0, verbose=False)
+    module = SearchModule(space, cfg.search, objective)
+    before = [a.detach().clone() for a in module.supernet.arch_parameters()]
+    trainer = pl.Trainer(max_epochs=cfg.search.epochs, limit_train_batches=steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         accelerator="cpu")
+    trainer.fit(module, datamodule=HwnasDataModule(cfg.data, cfg.seed, mode="search"))
+    return module, before
+
+
+def test_alphas_move_only_in_architecture_steps():
+    module, before = _fit(["search.epochs=2", "search.warmup_epochs=1"])
+    after = module.supernet.arch_parameters()
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(before, after))
+    w_opt, a_opt = module.optimizers()
+    w_ids = {id(p) for g in w_opt.optimizer.param_groups for p in g["params"]}
+    a_ids = {id(p) for g in a_opt.optimizer.param_groups for p in g["params"]}
+    assert not w_ids & {id(a) for a in after}  # the weight optimizer never sees the alphas
+    assert a_ids == {id(a) for a in after}
+    assert [h["epoch"] for h in module.alpha_history] == [0, 1]
+    assert "arch/ce" in module.alpha_history[1]["stats"] and "arch/ce" not in module.alpha_history[0]["stats"]
+
+
+def test_warm_up_epochs_leave_alphas_untouched():
+    module, before = _fit(["search.epochs=2", "search.warmup_epochs=2"])
+    assert all(torch.equal(b, a.detach()) for b, a in zip(before, module.supernet.arch_parameters()))
+
+
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "single_path"])
+def test_second_order_update_runs_for_every_relaxation(relaxation):
+    module, before = _fit(["search.epochs=1", "search.warmup_epochs=0", "search.second_order=true",
+                           f"search.relaxation={relaxation}"], steps=2)
+    assert any(not torch.equal(b, a.detach()) for b, a in zip(before, module.supernet.arch_parameters()))
+
+
+def test_temperature_schedule():
+    cfg = load_config(TINY, ["search.epochs=5", "search.tau_start=4", "search.tau_end=0.25"]).search
+    taus = [temperature(cfg, e) for e in range(5)]
+    assert taus[0] == pytest.approx(4.0) and taus[-1] == pytest.approx(0.25)
+    assert all(a > b for a, b in zip(taus, taus[1:]))
+    assert taus[2] == pytest.approx(1.0)  # geometric: sqrt(4 * 0.25)
