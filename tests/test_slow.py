@@ -32,3 +32,20 @@ def test_default_fashion_mnist_run(tmp_path):
         acc = float(proc.stdout.split("accuracy: ")[1].split()[0])
         assert abs(acc - m["test_accuracy"]) <= 0.001
     assert (tmp_path / "model.ts.csv").read_text() == (tmp_path / "model.pt2.csv").read_text()
+
+
+@pytest.mark.slow
+def test_cifar10_config_pipeline_on_cpu_with_synthetic_images(tmp_path):
+    """The GPU-sized CIFAR-10 config's space and pipeline, run on the CPU with synthetic 32x32x3
+    images and a few steps per stage (the real run needs CIFAR-10 and a GPU)."""
+    out = tmp_path / "c10"
+    run_fit("--config", str(ROOT / "configs" / "cifar10.yaml"), "--out", str(out), "data.dataset=synthetic",
+            "data.synthetic.size=32", "data.synthetic.channels=3", "data.synthetic.num_classes=10",
+            "data.synthetic.num_train=256", "data.synthetic.num_test=64", "data.batch_size=16", "data.num_workers=0",
+            "search.epochs=2", "search.warmup_epochs=1", "search.steps_per_epoch=3", "retrain.epochs=1",
+            "retrain.steps_per_epoch=3", "hardware.device=cpu", "hardware.dtype=float32", "hardware.batch_size=8",
+            "hardware.min_run_time=0.02", "hardware.rounds=1", "hardware.calibration_archs=5", "hardware.validation_archs=3",
+            "trainer.accelerator=cpu", "trainer.precision=32-true", "logger.kind=none", "trainer.progress=false",
+            timeout=3600)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_accuracy"] >= 0 and (out / "model.ts").is_file() and (out / "model.pt2").is_file()
