@@ -10,7 +10,14 @@ from typing import Callable
 
 from .errors import HwnasError
 
-__all__ = ["setup_logging", "run_cli", "quiet_third_party"]
+__all__ = ["setup_logging", "run_cli", "quiet_third_party", "console"]
+
+
+def console():
+    """A rich console; wide when the output is not a terminal (logs, pipes) so tables are not cut."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def quiet_third_party() -> None:
@@ -37,7 +44,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     try:
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        from rich.console import Console
+
+        wide = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+        handler: logging.Handler = RichHandler(console=wide, show_path=False, rich_tracebacks=False, markup=False)
         handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
     except ImportError:  # pragma: no cover
         handler = logging.StreamHandler()

@@ -693,7 +693,7 @@ def flops_claim(cands: list[dict[str, Any]]) -> str | None:
 
 
 def print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
-    from rich.console import Console
+    from .cli import console
     from rich.table import Table
 
     t = Table(title=f"hwnas_darts run {run_dir}", show_header=False)
@@ -715,7 +715,7 @@ def print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
             ("files", f"{run_dir}/ (metrics.json, arch.json, model.ts, model.pt2, report.md)")]
     for k, v in rows:
         t.add_row(k, v)
-    Console().print(t)
+    console().print(t)
 
 
 def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:

@@ -177,10 +177,10 @@ def progress_callback(prog) -> Callable[[str, int, int], None]:
 
 
 def show_table(table: LatencyTable, limit: int | None = None) -> None:
-    from rich.console import Console
+    from .cli import console
     from rich.table import Table
 
-    con = Console()
+    con = console()
     head = Table(title=f"latency table {table.path or ''}", show_header=False)
     for k, v in table.device.items():
         head.add_row(k, str(v))

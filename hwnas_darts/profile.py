@@ -201,10 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_profile(prof: dict[str, Any]) -> None:
-    from rich.console import Console
+    from .cli import console
     from rich.table import Table
 
-    con = Console()
+    con = console()
     t = Table(title=f"profile{(' of ' + prof['arch']) if prof.get('arch') else ''}", show_header=False)
     def fmt(v):
         return f"{v:,.4g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
