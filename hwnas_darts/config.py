@@ -203,10 +203,13 @@ class HardwareConfig:
     rounds: int = 4
     reference: bool | None = None
     warmup: int = 4
-    calibration_archs: int = 40
+    calibration_archs: int = 80
     validation_archs: int = 30
     probe: bool = True
     build_devices: list[str] = field(default_factory=list)
+    check_archs: int = 8
+    check_tolerance: float = 10.0
+    on_check_fail: str = "warn"
 
 
 @dataclass
@@ -246,6 +249,7 @@ class DeriveConfig:
     eval_batches: int | None = None
     max_skips: int | None = None
     seed: int | None = None
+    noise_floor: float = 0.02
 
 
 @dataclass
@@ -499,7 +503,13 @@ def _validate(cfg: Config) -> list[str]:
     _check(p, 1 <= h.batch_size <= 65536, "hardware.batch_size", f"must be >= 1 (and <= 65536), got {h.batch_size}")
     _check(p, h.dtype in ("float32", "float16", "bfloat16"), "hardware.dtype", f"must be float32, float16 or bfloat16, got {h.dtype!r}")
     _check(p, h.threads is None or h.threads >= 1, "hardware.threads", f"must be null or >= 1, got {h.threads}")
-    _check(p, h.min_run_time > 0, "hardware.min_run_time", f"must be > 0 seconds, got {h.min_run_time}")
+    _check(p, 0 < h.min_run_time <= 30, "hardware.min_run_time",
+           f"must be > 0 and <= 30 seconds of timing per item, got {h.min_run_time}")
+    _check(p, 0 <= h.check_archs <= 200, "hardware.check_archs", f"must be in [0, 200], got {h.check_archs}")
+    _check(p, 0 < h.check_tolerance <= 100, "hardware.check_tolerance",
+           f"must be a percentage in (0, 100], got {h.check_tolerance}")
+    _check(p, h.on_check_fail in ("warn", "recalibrate"), "hardware.on_check_fail",
+           f"must be warn or recalibrate, got {h.on_check_fail!r}")
     _check(p, h.warmup >= 0, "hardware.warmup", f"must be >= 0, got {h.warmup}")
     _check(p, h.rounds >= 1, "hardware.rounds", f"must be >= 1, got {h.rounds}")
     _check(p, h.calibration_archs >= 0, "hardware.calibration_archs", f"must be >= 0, got {h.calibration_archs}")
@@ -524,6 +534,8 @@ def _validate(cfg: Config) -> list[str]:
     _check(p, dv.num_samples >= 0, "derive.num_samples", f"must be >= 0, got {dv.num_samples}")
     _check(p, dv.finetune_steps >= 0, "derive.finetune_steps", f"must be >= 0, got {dv.finetune_steps}")
     _check(p, dv.bn_batches >= 0, "derive.bn_batches", f"must be >= 0, got {dv.bn_batches}")
+    _check(p, 0 <= dv.noise_floor < 0.5, "derive.noise_floor",
+           f"must be a relative latency noise in [0, 0.5), got {dv.noise_floor}")
     _check(p, dv.eval_batches is None or dv.eval_batches >= 1, "derive.eval_batches", f"must be null or >= 1, got {dv.eval_batches}")
     _check(p, dv.max_skips is None or dv.max_skips >= 0, "derive.max_skips", f"must be null or >= 0, got {dv.max_skips}")
 

@@ -101,19 +101,12 @@ def constrained_argmax(supernet: SuperNet, model: "LatencyModel", target_ms: flo
     least log-probability per unit of cost saved. Returns ``None`` when the argmax already meets
     the target, and the cheapest reachable architecture when the target cannot be met.
     """
-    from .hardware.model import group_of
-
     space = supernet.space
     probs = [p.detach().double() for p in supernet.probs()]
     idx = [int(p.argmax()) for p in probs]
 
     def layer_cost(li: int, ci: int) -> float:
-        layer = space.layers[li]
-        op = layer.candidates[ci]
-        row = model.table.lookup(layer.key(op))
-        if cost == "macs":
-            return float(row.macs)
-        return model.coef(group_of(layer.name, op)) * row.latency_ms
+        return model.cost(li, space.layers[li].candidates[ci], cost)
 
     def total(ix: list[int]) -> float:
         a = space.from_indices(ix)
@@ -238,12 +231,42 @@ def score_candidates(candidates: Sequence[Candidate], cfg: ObjectiveConfig, targ
                         float(c.efficiency or 0.0))
 
 
-def select_best(candidates: Sequence[Candidate]) -> Candidate:
-    """The highest-scoring candidate; ties go to the faster one, then to the more probable one."""
+def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: ObjectiveConfig | None = None,
+                targets: Targets | None = None) -> Candidate:
+    """The highest-scoring candidate; close calls are not left to timing noise.
+
+    With ``noise`` (the relative noise of the latency measurement), each candidate's score is
+    also computed at its latency times ``1 - noise`` and ``1 + noise``. Every candidate whose best
+    case reaches the leader's worst case ties with the leader; among tied candidates the one
+    with the best score at its *predicted* latency wins (the model is deterministic, the
+    measurement is not), then the more probable one. Without ties (or noise) the highest
+    measured score wins; exact ties go to the faster, then to the more probable candidate.
+    """
     if not candidates:
         raise ValueError("no candidates to select from")
-    best = max(candidates, key=lambda c: (c.score if c.score is not None else -math.inf,
-                                          -(c.latency_ms if c.latency_ms is not None else math.inf), c.log_prob))
+
+    def key(c: Candidate) -> tuple:
+        return (c.score if c.score is not None else -math.inf,
+                -(c.latency_ms if c.latency_ms is not None else math.inf), c.log_prob)
+
+    best = max(candidates, key=key)
+    usable = (noise > 0 and cfg is not None and targets is not None and targets.cost == "latency"
+              and all(c.latency_ms and c.score is not None for c in candidates))
+    if usable:
+        def at(c: Candidate, lat: float) -> float:
+            return score(cfg, targets, c.val_accuracy or 0.0, lat, float(c.intensity or 0.0), float(c.efficiency or 0.0))
+
+        lo = {id(c): min(at(c, c.latency_ms * (1 - noise)), at(c, c.latency_ms * (1 + noise))) for c in candidates}
+        hi = {id(c): max(at(c, c.latency_ms * (1 - noise)), at(c, c.latency_ms * (1 + noise))) for c in candidates}
+        tied = [c for c in candidates if hi[id(c)] >= lo[id(best)]]
+        if len(tied) > 1:
+            for c in tied:
+                c.extra["tie"] = True
+                pred = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
+                c.extra["score_at_predicted"] = at(c, pred)
+            best = max(tied, key=lambda c: (c.extra["score_at_predicted"], c.log_prob))
+            best.extra["chosen_by"] = (f"tie within the latency noise (+-{100 * noise:.1f}%) between {len(tied)} "
+                                       "candidates: best score at the predicted latency")
     for c in candidates:
         c.chosen = c is best
     return best

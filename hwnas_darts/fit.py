@@ -252,10 +252,13 @@ class Pipeline:
         t0 = time.perf_counter()
         with _rich_progress() as prog:
             table, source = obtain_table(self.cfg, self.space, self.settings, progress_callback(prog))
+        check = self._check_table(table, source)
         table.save(self._path("lut.json"))
         self.table = table
         val = table.validation or {}
         info = {"source": source, "rows": len(table)}
+        if check is not None:
+            info["check"] = check
         if val.get("learned"):
             info["spearman"] = val["learned"]["spearman"]
             info["mape_pct"] = val["learned"]["mape_pct"]
@@ -263,6 +266,49 @@ class Pipeline:
         _logger.info("latency table: %s (%d rows)%s", source, len(table),
                      f"; learned model on {val['n']} held-out networks: Spearman {val['learned']['spearman']:.3f}, "
                      f"MAPE {val['learned']['mape_pct']:.1f}%" if val.get("learned") else "")
+
+    def _check_table(self, table, source: str) -> dict[str, Any] | None:
+        """Measure a few fresh networks against a stored table's model; warn or recalibrate when it
+        no longer predicts this machine. Returns the check's summary (None when skipped)."""
+        from .hardware.model import LatencyModel, calibrate_and_validate, check_table
+
+        hw = self.cfg.hardware
+        if (not source.startswith("loaded") or hw.check_archs < 3 or not table.calibration
+                or table.mismatches(self.settings.record())):
+            return None
+        val = check_table(LatencyModel(table, self.space), self.space, self.settings, hw.check_archs,
+                          seed=self.cfg.seed * 7919 + 101, tolerance_pct=hw.check_tolerance)
+        rep = val.get("repeatability") or {}
+        summary = {"n": val["n"], "ok": val["ok"], "median_ratio": val["median_ratio"],
+                   "learned_mape_pct": val["learned"]["mape_pct"], "learned_max_err_pct": val["learned"]["max_err_pct"],
+                   "learned_spearman": val["learned"]["spearman"], "table_sum_mape_pct": val["table_sum"]["mape_pct"],
+                   "noise_pct": rep.get("noise_pct"), "tolerance_pct": hw.check_tolerance, "seconds": val["seconds"],
+                   "action": "none"}
+        _logger.info("latency table check on %d fresh networks: learned model MAPE %.1f%% (max %.1f%%), measured/predicted "
+                     "%.3f, measurement noise about %s", val["n"], summary["learned_mape_pct"],
+                     summary["learned_max_err_pct"], summary["median_ratio"],
+                     f"{rep['noise_pct']:.1f}%" if rep else "n/a")
+        if not val["ok"]:
+            where = table.path or "the table"
+            if hw.on_check_fail == "recalibrate":
+                _logger.warning("the stored latency table no longer predicts this machine (MAPE %.1f%%, measured/predicted "
+                                "%.2f); refitting its calibration on fresh networks", summary["learned_mape_pct"],
+                                summary["median_ratio"])
+                table.calibration = None
+                calibrate_and_validate(table, self.space, self.settings, max(hw.calibration_archs, 3),
+                                       hw.validation_archs, seed=self.cfg.seed + 1)
+                summary["action"] = "recalibrated"
+            else:
+                _logger.warning(
+                    "the stored latency table %s no longer predicts this machine: on %d fresh networks the learned model is "
+                    "off by %.1f%% on average (tolerance %.0f%%), measured/predicted %.2f. Recalibrate it with `python -m "
+                    "hwnas_darts.lut build --lut %s --recalibrate`, rebuild it with `python -m hwnas_darts.lut build --out "
+                    "NEW.json`, or set hardware.on_check_fail=recalibrate", where, val["n"], summary["learned_mape_pct"],
+                    hw.check_tolerance, summary["median_ratio"], where)
+                summary["action"] = "warned"
+        self.ctx["lut_check"] = {**summary, "archs": val["archs"], "measured_ms": val["measured_ms"],
+                                 "predicted_ms": val["predicted_ms"], "predicted_raw_ms": val["predicted_raw_ms"]}
+        return summary
 
     def _objective(self):
         from .hardware.model import LatencyModel
@@ -354,7 +400,7 @@ class Pipeline:
         from .data import HwnasDataModule
         from .derive import (evaluate_accuracy, finetune_subnet, propose_candidates, score_candidates,
                              select_best, skip_share)
-        from .hardware.model import measure_archs
+        from .hardware.model import measure_arch_timings
         from .space.arch import Arch
 
         if self.fixed_arch:
@@ -384,8 +430,15 @@ class Pipeline:
             c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, device=self._compute_device(),
                                                calib_loader=calib if dc.bn_batches else None, calib_batches=dc.bn_batches)
         sn.cpu()
+        noise = 0.0
         if dc.measure:
-            meas = measure_archs(self.space, [c.arch for c in cands], self.settings, self.table)
+            timings = measure_arch_timings(self.space, [c.arch for c in cands], self.settings, self.table)
+            meas = [t.median_ms for t in timings]
+            halves = sorted(t.half_disagreement for t in timings if t.half_disagreement is not None)
+            # the full measurement's relative noise is about half its halves' disagreement
+            noise = max(dc.noise_floor, halves[len(halves) // 2] / 2.0 if halves else 0.0)
+            for c, t in zip(cands, timings):
+                c.extra["latency_halves_ms"] = list(t.half_medians_ms) if t.half_medians_ms else None
         else:
             meas = [self.model.predict(c.arch) for c in cands]
         roof = self.table.roofline
@@ -397,17 +450,19 @@ class Pipeline:
             c.efficiency = roof.efficiency(c.macs, c.bytes, c.latency_ms) if roof else 0.0
             c.extra["latency_source"] = "measured" if dc.measure else "predicted"
         score_candidates(cands, self.cfg.objective, self.targets)
-        best = select_best(cands)
+        best = select_best(cands, noise, self.cfg.objective, self.targets)
         self.chosen = best.arch
         cand_dicts = [c.to_dict() for c in cands]
         self.ctx["candidates"] = cand_dicts
         atomic_write_json(self._path("candidates.json"), {"targets": self.targets.to_dict(), "candidates": cand_dicts,
-                                                          "skip_share": self.ctx["skip_share"]})
+                                                          "skip_share": self.ctx["skip_share"],
+                                                          "latency_noise": noise})
         best.arch.save(self._path("arch_searched.json"))
         if self.ctx["skip_share"].get("collapsed"):
             _logger.warning("architecture collapse: skip connections dominate the distribution (%s); consider "
                             "derive.max_skips", self.ctx["skip_share"])
-        self.state.mark("derive", time.perf_counter() - t0, chosen=best.arch.to_string(), candidates=len(cands))
+        self.state.mark("derive", time.perf_counter() - t0, chosen=best.arch.to_string(), candidates=len(cands),
+                        latency_noise=noise, tie=bool(best.extra.get("tie")))
         _logger.info("chosen: %s (val acc %.4f, %.3f ms measured, score %.4f)", best.arch, best.val_accuracy,
                      best.latency_ms, best.score)
 
@@ -622,7 +677,15 @@ class Pipeline:
         val = (self.table.validation or {})
         if val.get("learned"):
             m["latency_model"] = {"spearman": val["learned"]["spearman"], "mape_pct": val["learned"]["mape_pct"],
-                                  "n": val["n"]}
+                                  "max_err_pct": val["learned"].get("max_err_pct"), "n": val["n"],
+                                  "noise_pct": (val.get("repeatability") or {}).get("noise_pct"),
+                                  "unit": val.get("unit"), "kind": val.get("kind", "stored validation")}
+        check = self.state.get("lut", "check")
+        if check:
+            m["latency_check"] = check  # this run's own check of the table on fresh networks
+        if self.targets.cost == "latency" and self.targets.latency:
+            m["latency_target_ms"] = self.targets.latency
+            m["latency_vs_target"] = prof["latency_ms"] / self.targets.latency
         return m
 
     def stage_report(self) -> dict[str, Any]:

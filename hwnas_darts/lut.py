@@ -176,6 +176,28 @@ def progress_callback(prog) -> Callable[[str, int, int], None]:
     return cb
 
 
+def validation_lines(val: dict[str, Any]) -> list[str]:
+    """Human-readable lines of a validation report: each predictor's error beside the
+    measurement's own repeatability (same networks, same units)."""
+    lines = []
+    for key, label in (("table_sum", "table sum"), ("learned", "learned model")):
+        m = val.get(key)
+        if m:
+            lines.append(f"{label:13s} Spearman {m['spearman']:.3f}  Kendall {m['kendall']:.3f}  MAPE {m['mape_pct']:.2f}%  "
+                         f"max {m.get('max_err_pct', float('nan')):.1f}%  within +-10%: {100 * m['within_10pct']:.0f}%  "
+                         f"(n={m['n']})")
+    rep = val.get("repeatability")
+    if rep:
+        lines.append(f"{'repeatability':13s} Spearman {rep['spearman']:.3f} between the two halves of each measurement, "
+                     f"which differ by {rep['mape_pct']:.2f}% on average (max {rep['max_pct']:.1f}%): noise of the "
+                     f"full measurement about {rep['noise_pct']:.2f}%")
+    if val.get("macs_vs_latency"):
+        lines.append(f"{'MACs':13s} Spearman {val['macs_vs_latency']['spearman']:.3f} (rank only)")
+    if val.get("unit"):
+        lines.append(f"units: {val['unit']}")
+    return lines
+
+
 def show_table(table: LatencyTable, limit: int | None = None) -> None:
     from .cli import console
     from rich.table import Table
@@ -189,18 +211,20 @@ def show_table(table: LatencyTable, limit: int | None = None) -> None:
     if table.roofline:
         r = table.roofline
         head.add_row("roofline", f"{r.peak_flops / 1e9:,.1f} GFLOP/s, {r.bandwidth / 1e9:,.1f} GB/s, ridge {r.ridge:.2f} FLOP/B")
-    if table.reference_ms:
-        head.add_row("reference", f"{table.reference_ms:.3f} ms (timings normalised to it)")
+    if table.reference_nominal:
+        head.add_row("references", ", ".join(f"{k} {v:.3f} ms" for k, v in table.reference_nominal.items())
+                     + " (timings normalised to them)")
     cal = table.calibration or {}
     if cal:
-        head.add_row("calibration", f"{cal.get('n_archs')} networks, fit MAPE {cal.get('fit_mape_pct', float('nan')):.2f}%, "
-                     f"intercept {cal.get('intercept_ms', 0):.3f} ms, space {cal.get('space_id')}")
+        cvm = cal.get("cv_mape_pct")
+        head.add_row("calibration", f"{cal.get('n_archs')} networks, fit MAPE {cal.get('fit_mape_pct', float('nan')):.2f}%"
+                     + (f", cross-validated {cvm:.2f}%" if cvm is not None else "")
+                     + f", {len(cal.get('rows', {}))} row corrections, intercept {cal.get('intercept_ms', 0):.3f} ms, "
+                     f"space {cal.get('space_id')}")
     val = table.validation or {}
     if val:
-        for key in ("table_sum", "learned"):
-            m = val[key]
-            head.add_row(f"validation {key}", f"n={m['n']} Spearman {m['spearman']:.3f} Kendall {m['kendall']:.3f} "
-                                              f"MAPE {m['mape_pct']:.2f}% within10 {100 * m['within_10pct']:.0f}%")
+        for line in validation_lines(val):
+            head.add_row("validation", line)
     con.print(head)
     rows = Table(title="rows")
     for col in ("op", "input", "out", "s", "ms", "IQR", "MACs", "bytes", "I", "E"):
@@ -238,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--config")
     v.add_argument("--lut", required=True)
     v.add_argument("-n", type=int, default=30, help="held-out random networks (default 30)")
-    v.add_argument("--seed", type=int, default=12345)
+    v.add_argument("--seed", type=int, default=12345, help="sampling seed of the held-out networks")
+    v.add_argument("--calibration-networks", action="store_true",
+                   help="measure the table's own calibration networks instead (their error should match the fit's)")
+    v.add_argument("--json", help="write the whole validation report here")
     v.add_argument("--plot", help="write the predicted-vs-measured scatter plot here (PNG)")
     v.add_argument("overrides", nargs="*")
     s = sub.add_parser("show", help="print a table")
@@ -270,14 +297,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             table.check_device(settings.record(), cfg.hardware.allow_mismatch)
             table.check_space(space)
             model = LatencyModel(table, space)
+            archs = None
+            if args.calibration_networks:
+                from .space.arch import Arch
+
+                archs = [Arch.from_string(a) for a in (table.calibration or {}).get("archs", [])]
+                if not archs:
+                    raise LUTError(f"{args.lut} has no calibration networks to re-measure")
+            if args.n < 3 and archs is None:
+                raise LUTError(f"-n {args.n}: validation needs at least 3 networks")
             with _rich_progress() as prog:
                 cb = progress_callback(prog)
-                val = validate_model(model, space, settings, args.n, args.seed, progress=lambda d, t: cb("measure networks", d, t))
-            for key in ("table_sum", "learned"):
-                m = val[key]
-                print(f"{key:10s} Spearman {m['spearman']:.3f}  Kendall {m['kendall']:.3f}  MAPE {m['mape_pct']:.2f}%  "
-                      f"within +-10%: {100 * m['within_10pct']:.0f}%  (n={m['n']})")
-            print(f"MACs vs measured latency: Spearman {val['macs_vs_latency']['spearman']:.3f}")
+                val = validate_model(model, space, settings, args.n, args.seed, archs=archs,
+                                     progress=lambda d, t: cb("measure networks", d, t))
+            if archs is not None:
+                print(f"the table's {len(archs)} calibration networks (fit MAPE "
+                      f"{table.calibration.get('fit_mape_pct', float('nan')):.2f}%):")
+            for line in validation_lines(val):
+                print(line)
+            if args.json:
+                from .io import atomic_write_json
+
+                atomic_write_json(args.json, val)
+                print(f"report: {args.json}")
             if args.plot:
                 from .report import plot_lut_validation
 

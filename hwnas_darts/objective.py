@@ -73,18 +73,7 @@ def _random_costs(model: "LatencyModel", space: "SearchSpace", cost: str, n: int
 
 def _fastest(model: "LatencyModel", space: "SearchSpace", cost: str) -> float:
     """Cost of the per-layer cheapest architecture (exact for the additive model)."""
-    idx = []
-    for layer in space.layers:
-        vals = []
-        for op in layer.candidates:
-            row = model.table.lookup(layer.key(op))
-            if cost == "macs":
-                vals.append(row.macs)
-            else:
-                from .hardware.model import group_of
-
-                vals.append(model.coef(group_of(layer.name, op)) * row.latency_ms)
-        idx.append(int(np.argmin(vals)))
+    idx = [int(np.argmin([model.cost(li, op, cost) for op in layer.candidates])) for li, layer in enumerate(space.layers)]
     arch = space.from_indices(idx)
     return model.counts(arch)["macs"] if cost == "macs" else model.predict(arch)
 

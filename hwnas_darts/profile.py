@@ -64,7 +64,7 @@ def profile_layers(net: TaskNetwork, table: LatencyTable | None, settings: Measu
             missing.append(layer)
             rows.append((layer, None, None, None, "measured"))
     if missing:
-        measured = {l.key: measure_row(l.key, settings, table.reference_ms if table else None) for l in missing}
+        measured = {l.key: measure_row(l.key, settings, table.reference_nominal if table else None) for l in missing}
         rows = [(l, *(measured[l.key].latency_ms, measured[l.key].macs, measured[l.key].bytes), src) if lat is None
                 else (l, lat, m, b, src) for l, lat, m, b, src in rows]
     total = sum(r[1] for r in rows) or 1.0
@@ -87,13 +87,14 @@ def profile_network(net: nn.Module, input_shape: tuple[int, ...], settings: Meas
     uses one), so they compare directly with ``predicted_ms``.
     """
     net = net.eval()
-    nominal = table.reference_ms if table is not None else None
+    nominal = table.reference_nominal if table is not None else None
     batch1 = MeasureSettings(**{**settings.__dict__, "batch_size": 1})
-    (t_cfg,), _ = measure_modules([(net, input_shape)], settings, ref_nominal_ms=nominal)
-    (t_one,), _ = measure_modules([(net, input_shape)], batch1, ref_nominal_ms=None)
     x = torch.randn(settings.batch_size, *input_shape)
     macs = count_macs(net, x)
     nbytes = count_bytes(net, x)
+    (t_cfg,), _ = measure_modules([(net, input_shape)], settings, ref_nominal=nominal,
+                                  intensities=[intensity(macs, nbytes)])
+    (t_one,), _ = measure_modules([(net, input_shape)], batch1, ref_nominal=None)
     if settings.torch_dtype != torch.float32:
         nbytes = int(nbytes * torch.empty((), dtype=settings.torch_dtype).element_size() / 4)
     roof: Roofline | None = table.roofline if table is not None else None

@@ -150,8 +150,9 @@ def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float |
     return _save(fig, path)
 
 
-def plot_lut_validation(val: dict[str, Any], path: Path) -> Path | None:
-    """Predicted vs measured latency of held-out architectures, table sum and learned model."""
+def plot_lut_validation(val: dict[str, Any], path: Path, check: dict[str, Any] | None = None) -> Path | None:
+    """Predicted vs measured latency of held-out architectures, table sum and learned model (and,
+    when given, a run's own check of the table on fresh networks)."""
     if not val or not val.get("measured_ms"):
         return None
     m = val["measured_ms"]
@@ -159,7 +160,12 @@ def plot_lut_validation(val: dict[str, Any], path: Path) -> Path | None:
     ax.scatter(m, val["predicted_raw_ms"], s=18, label=f"table sum (MAPE {val['table_sum']['mape_pct']:.1f}%)")
     ax.scatter(m, val["predicted_ms"], s=18, label=f"learned (MAPE {val['learned']['mape_pct']:.1f}%, "
                                                   f"Spearman {val['learned']['spearman']:.3f})")
-    lo, hi = min(m + val["predicted_raw_ms"]), max(m + val["predicted_ms"])
+    if check and check.get("measured_ms"):
+        m = m + check["measured_ms"]
+        ax.scatter(check["measured_ms"], check["predicted_ms"], s=26, marker="x", color="tab:red",
+                   label=f"learned, this run's check (MAPE {check['learned_mape_pct']:.1f}%)")
+    lo = min(m + val["predicted_raw_ms"] + val["predicted_ms"])
+    hi = max(m + val["predicted_raw_ms"] + val["predicted_ms"])
     ax.plot([lo, hi], [lo, hi], "k--", lw=1)
     ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+-10%")
     ax.set_xlabel("measured latency (ms)")
@@ -231,7 +237,7 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     targets = ctx.get("targets") or {}
     made["candidates"] = plot_candidates(cands, plots / "candidates.png",
                                          targets.get("latency") if targets.get("cost") == "latency" else None)
-    made["lut"] = plot_lut_validation(ctx.get("lut_validation") or {}, plots / "lut_validation.png")
+    made["lut"] = plot_lut_validation(ctx.get("lut_validation") or {}, plots / "lut_validation.png", ctx.get("lut_check"))
     prof = ctx.get("profile") or {}
     made["layers"] = plot_layers(prof.get("layers") or [], plots / "layers.png")
     made["retrain"] = plot_retrain(ctx.get("retrain_history") or [], plots / "retrain.png")
@@ -256,12 +262,30 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
             lines += [f"Roofline (probed): peak {roof['peak_flops'] / 1e9:,.1f} GFLOP/s, bandwidth "
                       f"{roof['bandwidth'] / 1e9:,.1f} GB/s, ridge point {roof['ridge']:.2f} FLOP/byte.", ""]
     val = ctx.get("lut_validation")
+    check = (ctx.get("metrics") or {}).get("latency_check")
+    if val or check:
+        lines += ["## Latency model", ""]
+    if check:
+        verdict = "passed" if check.get("ok") else f"**failed** (action: {check.get('action')})"
+        lines += [f"This run's check of the stored table on {check['n']} fresh random networks measured at the start of "
+                  f"the run: learned model MAPE {_fmt(check['learned_mape_pct'])}% (largest error "
+                  f"{_fmt(check['learned_max_err_pct'])}%), Spearman {_fmt(check['learned_spearman'])}, median "
+                  f"measured/predicted {_fmt(check['median_ratio'])}; table sum MAPE {_fmt(check['table_sum_mape_pct'])}%; "
+                  f"measurement noise about {_fmt(check.get('noise_pct'))}%. Tolerance {_fmt(check['tolerance_pct'])}%: "
+                  f"{verdict}.", ""]
     if val:
-        lines += ["## Latency model", "", f"Validated on {val['n']} held-out random architectures measured end to end:", "",
-                  _table(["predictor", "Spearman", "Kendall", "MAPE %", "within +-10%"],
-                         [[name, val[key]["spearman"], val[key]["kendall"], val[key]["mape_pct"], val[key]["within_10pct"]]
-                          for name, key in (("table sum", "table_sum"), ("learned", "learned"))]), "",
-                  f"Rank correlation between MACs and measured latency on the same architectures: Spearman "
+        rep = val.get("repeatability") or {}
+        lines += [f"Stored validation of the table ({val.get('kind', 'held-out networks')}, {val['n']} random architectures "
+                  "measured end to end):", "",
+                  _table(["predictor", "Spearman", "Kendall", "MAPE %", "max error %", "within +-10%"],
+                         [[name, val[key]["spearman"], val[key]["kendall"], val[key]["mape_pct"],
+                           val[key].get("max_err_pct"), val[key]["within_10pct"]]
+                          for name, key in (("table sum", "table_sum"), ("learned", "learned"))]), ""]
+        if rep:
+            lines += [f"Repeatability of the measurement itself (first vs second half of each network's timing): "
+                      f"Spearman {_fmt(rep['spearman'])}, mean difference {_fmt(rep['mape_pct'])}% - noise of a full "
+                      f"measurement about {_fmt(rep['noise_pct'])}%.", ""]
+        lines += [f"Rank correlation between MACs and measured latency on the same architectures: Spearman "
                   f"{_fmt(val['macs_vs_latency']['spearman'])}, Kendall {_fmt(val['macs_vs_latency']['kendall'])}.", "",
                   img("lut", "latency model validation")]
     cfgtext = ctx.get("config_yaml")

@@ -79,22 +79,53 @@ def test_measure_module_statistics():
     assert len(t.samples_ms) >= 3 and t.raw_median_ms > 0
 
 
-def test_measure_modules_interleaves_and_normalises():
+def test_measure_modules_round_robin_and_normalises():
     s = MeasureSettings(batch_size=2, threads=1, reference=True, **FAST)
     items = [(build_op("conv_k3_relu", 4, 8, 1), (4, 8, 8)), (build_op("skip", 4, 4, 1), (4, 8, 8))]
     calls = []
     timings, ref = measure_modules(items, s, progress=lambda d, t: calls.append((d, t)))
-    assert len(timings) == 2 and ref > 0
-    assert calls[-1] == (4, 4)  # 2 items x 2 rounds
-    # normalised to a nominal reference twice as slow as measured -> timings about doubled
-    timings2, _ = measure_modules(items[:1], s, ref_nominal_ms=1e6)
+    assert len(timings) == 2 and set(ref) == {"compute", "memory"} and min(ref.values()) > 0
+    assert calls[-1][0] == calls[-1][1] and calls[-1][1] % 2 == 0  # every cycle times both items
+    assert all(t.half_medians_ms is not None and len(t.samples_ms) >= 3 for t in timings)
+    # normalised to nominal references far slower than measured -> timings scaled up accordingly
+    timings2, _ = measure_modules(items[:1], s, ref_nominal={"compute": 1e6, "memory": 1e6})
     assert timings2[0].median_ms > 100 * timings2[0].raw_median_ms
+
+
+def test_drift_correction_removes_a_slowdown_that_hits_memory_bound_work_harder():
+    """Synthetic machine: from cycle 20 on a neighbour streams memory - memory-bound work runs 2x
+    slower, compute-bound work 1.1x. Each item's time is its compute part times the compute
+    slowdown plus its memory part times the memory slowdown; the references see the same."""
+    import random
+
+    from hwnas_darts.hardware.measure import compute_share, drift_factors, reference_intensities
+
+    rng = random.Random(0)
+    nominal = {"compute": 1.0, "memory": 0.5}
+    ri = reference_intensities()
+    slow_c = [1.0 if c < 20 else 1.1 for c in range(40)]
+    slow_m = [1.0 if c < 20 else 2.0 for c in range(40)]
+    ref_c = [nominal["compute"] * f * (1 + rng.gauss(0, 0.01)) for f in slow_c]
+    ref_m = [nominal["memory"] * f * (1 + rng.gauss(0, 0.01)) for f in slow_m]
+    for inten in (ri["memory"], math.sqrt(ri["memory"] * ri["compute"]), ri["compute"]):
+        w = compute_share(inten)
+        base = 3.0  # ms at nominal speed: w of it compute-bound, the rest memory-bound
+        times = [base * (w * fc + (1 - w) * fm) for fc, fm in zip(slow_c, slow_m)]
+        f = drift_factors(ref_c, ref_m, nominal, w, smooth=0)
+        corrected = [t / x for t, x in zip(times, f)]
+        assert max(abs(v / base - 1) for v in corrected) < 0.04
+        # a single compute-bound reference would leave memory-bound work far off after the change
+        single = [t / (rc / nominal["compute"]) for t, rc in zip(times, ref_c)]
+        if w < 0.5:
+            assert max(abs(v / base - 1) for v in single) > 0.3
+    assert compute_share(ri["memory"]) == pytest.approx(0.0) and compute_share(ri["compute"]) == pytest.approx(1.0)
+    assert compute_share(None) == 0.5
 
 
 def test_device_record_fields():
     rec = MeasureSettings(batch_size=4, threads=1).record()
     assert rec["kind"] == "cpu" and rec["batch_size"] == 4 and rec["threads"] == 1
-    assert rec["dtype"] == "float32" and rec["mode"] == "eager" and rec["reference"] == "ref-v1"
+    assert rec["dtype"] == "float32" and rec["mode"] == "eager" and rec["reference"] == "ref-v2"
     assert MeasureSettings(reference=False).record()["reference"] is None
 
 
@@ -129,12 +160,12 @@ def _fake_table(space, lat_fn=None, record=None):
 
 def test_table_save_load_round_trip(tmp_path, tiny_space):
     t = _fake_table(tiny_space)
-    t.meta["reference_ms"] = 1.5
+    t.meta["reference_nominal_ms"] = {"compute": 1.5, "memory": 0.5}
     path = t.save(tmp_path / "lut.json")
     u = LatencyTable.load(path)
     assert u.device == t.device and u.roofline == t.roofline and u.space_ids == t.space_ids
     assert {k: r.latency_ms for k, r in u.rows.items()} == {k: r.latency_ms for k, r in t.rows.items()}
-    assert u.reference_ms == 1.5
+    assert u.reference_nominal == {"compute": 1.5, "memory": 0.5}
 
 
 def test_corrupted_and_foreign_tables(tmp_path, tiny_space):
@@ -231,7 +262,7 @@ def test_calibration_learns_whole_network_behaviour(tiny_space):
     def truth(a):  # ground truth: fused ops cost 1.5x their table value, the rest 1.2x, plus 0.4 ms
         return 0.4 + sum((1.5 if "fmb" in p.op else 1.2) * t.lookup(p.key).latency_ms for p in tiny_space.plan(a))
 
-    cal = fit_calibration(raw, archs, [truth(a) for a in archs], ridge=1e-6)
+    cal = fit_calibration(raw, archs, [truth(a) for a in archs], ridge=(1e-6, 1.0))
     assert cal["fit_mape_pct"] < 0.5 and cal["space_id"] == tiny_space.space_id
     model = LatencyModel(t, tiny_space, calibration=cal)
     held_out = tiny_space.sample_unique(15, seed=99, exclude=archs)
@@ -241,11 +272,60 @@ def test_calibration_learns_whole_network_behaviour(tiny_space):
         assert abs(raw.predict(a) - truth(a)) / truth(a) > 0.15  # the plain table sum is far off
 
 
+def test_calibration_recovers_per_row_in_context_costs_from_noisy_networks(tiny_space):
+    """Ground truth: a few rows (layer x op) cost far more or less inside a network than alone
+    (the table says otherwise), plus a constant; end-to-end timings carry 2% noise. The fit
+    (ridge chosen by cross-validation) recovers those rows and predicts unseen networks."""
+    import random
+
+    from hwnas_darts.hardware.model import row_id
+
+    t = _fake_table(tiny_space, lat_fn=lambda k: random.Random(str(k)).uniform(0.1, 0.5))
+    raw = LatencyModel(t, tiny_space, calibration={})
+    layers = tiny_space.layers
+    odd = {row_id(layers[0].name, layers[0].candidates[0]): 1.9,  # e.g. a memory-bound op after a slow format
+           row_id(layers[0].name, layers[0].candidates[1]): 0.4}
+
+    def truth(a):
+        total = 0.3
+        for p in tiny_space.plan(a):
+            total += odd.get(row_id(p.name, p.op), 1.0) * t.lookup(p.key).latency_ms
+        return total
+
+    rng = random.Random(1)
+    archs = tiny_space.sample_unique(60, seed=3)
+    meas = [truth(a) * (1 + rng.gauss(0, 0.02)) for a in archs]
+    cal = fit_calibration(raw, archs, meas)
+    model = LatencyModel(t, tiny_space, calibration=cal)
+    assert cal["cv_mape_pct"] is not None and cal["n_archs"] == 60
+    for rid, mult in odd.items():
+        layer_name, op = rid.split(":")
+        assert model.scale(layer_name, op) == pytest.approx(mult, abs=0.25)
+    held_out = tiny_space.sample_unique(20, seed=77, exclude=archs)
+    errs = [abs(model.predict(a) - truth(a)) / truth(a) for a in held_out]
+    raw_errs = [abs(raw.predict(a) - truth(a)) / truth(a) for a in held_out]
+    assert sum(errs) / len(errs) < 0.04 < sum(raw_errs) / len(raw_errs)
+    # the expectation under one-hot probabilities equals the calibrated prediction
+    a = held_out[0]
+    probs = [torch.nn.functional.one_hot(torch.tensor(i), len(l.candidates)).double()
+             for l, i in zip(layers, tiny_space.index_of(a))]
+    assert float(model.expected(probs)["latency_ms"]) == pytest.approx(model.predict(a), rel=1e-9)
+
+
+def test_calibration_rejects_bad_measurements(tiny_space):
+    raw = LatencyModel(_fake_table(tiny_space), tiny_space, calibration={})
+    archs = tiny_space.sample_unique(4, seed=0)
+    with pytest.raises(ValueError, match="positive"):
+        fit_calibration(raw, archs, [1.0, -1.0, 2.0, float("nan")])
+    with pytest.raises(ValueError, match=">= 3"):
+        fit_calibration(raw, archs[:2], [1.0, 2.0])
+
+
 def test_rank_metrics():
     m = rank_metrics([1, 2, 3, 4.3], [1, 2, 3, 4])
     assert m["spearman"] == pytest.approx(1.0) and m["kendall"] == pytest.approx(1.0)
     assert m["mape_pct"] == pytest.approx(7.5 / 4)
-    assert m["within_10pct"] == 1.0
+    assert m["within_10pct"] == 1.0 and m["max_err_pct"] == pytest.approx(7.5)
 
 
 def test_measured_table_end_to_end(tiny_table, tiny_space):
@@ -257,6 +337,41 @@ def test_measured_table_end_to_end(tiny_table, tiny_space):
     model = LatencyModel(tiny_table, tiny_space)
     assert all(model.predict(tiny_space.sample(s)) > 0 for s in range(5))
     assert math.isfinite(tiny_table.validation["learned"]["mape_pct"])
+    assert tiny_table.validation["repeatability"]["n"] == 4 and tiny_table.reference_nominal
+
+
+def test_validate_on_calibration_networks_agrees_with_the_fit_units(tiny_table, tiny_space, tiny_cfg):
+    """Re-measuring the table's own calibration networks (another call, later) must land on the
+    fit's scale: same units, no factor between the fit and a later measurement."""
+    import statistics
+
+    from hwnas_darts.hardware.model import validate_model
+    from hwnas_darts.space.arch import Arch
+
+    settings = MeasureSettings.from_config(tiny_cfg.hardware)
+    model = LatencyModel(tiny_table, tiny_space)
+    archs = [Arch.from_string(a) for a in tiny_table.calibration["archs"]]
+    val = validate_model(model, tiny_space, settings, 0, 0, archs=archs)
+    ratio = statistics.median(m / p for m, p in zip(val["measured_ms"], val["predicted_ms"]))
+    assert 0.75 < ratio < 1.33
+    refit = statistics.median(m / p for m, p in zip(tiny_table.calibration["measured_ms"], val["measured_ms"]))
+    assert 0.75 < refit < 1.33
+    assert val["unit"] == "ms at the table's reference speed"
+
+
+def test_run_check_flags_a_table_scaled_by_one_and_a_half(tiny_table, tiny_space, tiny_cfg):
+    import copy
+
+    from hwnas_darts.hardware.model import check_table
+
+    settings = MeasureSettings.from_config(tiny_cfg.hardware)
+    bad = copy.deepcopy(tiny_table)
+    for k, r in list(bad.rows.items()):
+        bad.rows[k] = Row(k, r.latency_ms * 1.5, r.iqr_ms, r.p90_ms * 1.5, r.macs, r.bytes, r.params, r.samples_ms)
+    bad.calibration = dict(bad.calibration, intercept_ms=bad.calibration["intercept_ms"] * 1.5)
+    res = check_table(LatencyModel(bad, tiny_space), tiny_space, settings, 6, seed=5, tolerance_pct=20.0)
+    assert not res["ok"] and res["median_ratio"] < 0.85
+    assert res["n"] == 6 and not set(res["archs"]) & set(tiny_table.calibration["archs"])  # fresh networks only
 
 
 def test_sharded_build_merges_rows_from_several_processes(tiny_space):

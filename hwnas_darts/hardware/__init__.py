@@ -2,7 +2,7 @@
 
 from .lut import LatencyTable, Row, build_table
 from .measure import MeasureSettings, Timing, measure_module
-from .model import LatencyModel, measure_arch, validate_model
+from .model import LatencyModel, measure_archs, validate_model
 from .roofline import Roofline, count_bytes, count_macs, probe_roofline
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "Timing",
     "measure_module",
     "LatencyModel",
-    "measure_arch",
+    "measure_archs",
     "validate_model",
     "Roofline",
     "count_bytes",

@@ -40,7 +40,7 @@ __all__ = ["LUT_SCHEMA_VERSION", "Row", "LatencyTable", "measure_row", "build_ta
 
 _logger = logging.getLogger(__name__)
 
-LUT_SCHEMA_VERSION = 1
+LUT_SCHEMA_VERSION = 2  # 2: two reference workloads, per-row calibration
 DEVICE_FIELDS = ("kind", "name", "torch", "dtype", "batch_size", "threads", "memory_format", "mode", "reference")
 
 
@@ -211,16 +211,17 @@ class LatencyTable:
 
     # -- summaries -------------------------------------------------------------------------------
     @property
-    def reference_ms(self) -> float | None:
-        """Nominal latency of the reference workload that normalises this table's timings."""
-        v = self.meta.get("reference_ms")
-        return float(v) if v is not None else None
+    def reference_nominal(self) -> dict[str, float] | None:
+        """Nominal latencies of the reference workloads that normalise this table's timings."""
+        v = self.meta.get("reference_nominal_ms")
+        return {str(k): float(x) for k, x in v.items()} if isinstance(v, dict) else None
 
-    def measure(self, items, settings: MeasureSettings, progress=None) -> list:
+    def measure(self, items, settings: MeasureSettings, progress=None, intensities=None) -> list:
         """Measure modules the way this table's rows were measured (same reference nominal)."""
-        timings, ref = measure_modules(items, settings, progress, ref_nominal_ms=self.reference_ms)
-        if ref is not None and self.reference_ms is None:
-            self.meta["reference_ms"] = ref
+        timings, ref = measure_modules(items, settings, progress, ref_nominal=self.reference_nominal,
+                                       intensities=intensities)
+        if ref is not None and self.reference_nominal is None:
+            self.meta["reference_nominal_ms"] = ref
         return timings
 
     def row_metrics(self, row: Row) -> dict[str, float]:
@@ -267,11 +268,12 @@ def _finish_build(table: LatencyTable, space: SearchSpace | None, t0: float, mea
     return table
 
 
-def measure_row(key: OpKey, settings: MeasureSettings, ref_nominal_ms: float | None = None) -> Row:
+def measure_row(key: OpKey, settings: MeasureSettings, ref_nominal: dict[str, float] | None = None) -> Row:
     """Measure one op at one shape: latency (device), MACs (fvcore), bytes (dispatch counter)."""
     module = _row_module(key)
     macs, nbytes, params = _row_counts(key, module, settings)
-    t = measure_module(module, (key.c_in, key.h, key.w), settings, ref_nominal_ms=ref_nominal_ms)
+    t = measure_module(module, (key.c_in, key.h, key.w), settings, ref_nominal=ref_nominal,
+                       intensity=intensity(macs, nbytes))
     return Row(key, t.median_ms, t.iqr_ms, t.p90_ms, macs, nbytes, params, t.samples_ms)
 
 
@@ -297,7 +299,7 @@ def build_table(
         table: an existing table to extend (its device record must match ``settings``).
         keys: extra rows, e.g. of a scaled network.
         roofline: stored with the table when given.
-        progress: called as ``progress(done, total)`` in units of row measurements.
+        progress: called as ``progress(done, total)`` in rows.
         checkpoint: where to save partial progress.
         chunk: rows per chunk.
 
@@ -306,19 +308,20 @@ def build_table(
     """
     table, todo = _start_build(table, settings.record(), roofline, space, keys)
     t0 = time.perf_counter()
-    total = len(todo) * max(1, settings.rounds)
+    total = len(todo)
     done_before = 0
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         modules = [_row_module(k) for k in part]
         counts = [_row_counts(k, m, settings) for k, m in zip(part, modules)]
 
-        def _prog(done: int, _total: int, base=done_before) -> None:
-            if progress:
-                progress(base + done, total)
+        def _prog(done: int, of: int, base=done_before, n=len(part)) -> None:
+            if progress:  # in rows
+                progress(base + int(done * n / max(of, 1)), total)
 
-        timings = table.measure([(m, (k.c_in, k.h, k.w)) for k, m in zip(part, modules)], settings, _prog)
-        done_before += len(part) * max(1, settings.rounds)
+        timings = table.measure([(m, (k.c_in, k.h, k.w)) for k, m in zip(part, modules)], settings, _prog,
+                                intensities=[intensity(c[0], c[1]) for c in counts])
+        done_before += len(part)
         for k, (macs, nbytes, params), t in zip(part, counts, timings):
             table.rows[k] = Row(k, t.median_ms, t.iqr_ms, t.p90_ms, macs, nbytes, params, t.samples_ms)
         if checkpoint:
@@ -326,16 +329,16 @@ def build_table(
     return _finish_build(table, space, t0, len(todo))
 
 
-def _measure_shard(settings: MeasureSettings, keys: list[dict[str, Any]], ref_nominal_ms: float | None
-                   ) -> tuple[list[dict[str, Any]], float | None]:
+def _measure_shard(settings: MeasureSettings, keys: list[dict[str, Any]], ref_nominal: dict[str, float] | None
+                   ) -> tuple[list[dict[str, Any]], dict[str, float] | None]:
     """Worker of :func:`build_table_sharded`: measure ``keys`` on ``settings.device``."""
     if settings.is_cuda:
         torch.cuda.set_device(torch.device(settings.device))
     table = LatencyTable(settings.record())
-    if ref_nominal_ms is not None:
-        table.meta["reference_ms"] = ref_nominal_ms
+    if ref_nominal is not None:
+        table.meta["reference_nominal_ms"] = ref_nominal
     built = build_table(None, settings, table, keys=[OpKey(**k) for k in keys])
-    return [r.to_dict() for r in built.rows.values()], built.reference_ms
+    return [r.to_dict() for r in built.rows.values()], built.reference_nominal
 
 
 def build_table_sharded(space: SearchSpace | None, settings: MeasureSettings, devices: list[str],
@@ -365,12 +368,13 @@ def build_table_sharded(space: SearchSpace | None, settings: MeasureSettings, de
         shards = [todo[i::len(devices)] for i in range(len(devices))]
         ctx = mp.get_context("spawn")
         with ctx.Pool(len(devices)) as pool:
-            results = pool.starmap(_measure_shard, [(s, sh, table.reference_ms) for s, sh in zip(per_device, shards) if sh])
+            results = pool.starmap(_measure_shard, [(s, sh, table.reference_nominal)
+                                                     for s, sh in zip(per_device, shards) if sh])
         for rows, ref in results:
             for r in rows:
                 row = Row.from_dict(r)
                 table.rows[row.key] = row
-            if ref is not None and table.reference_ms is None:
-                table.meta["reference_ms"] = ref
+            if ref is not None and table.reference_nominal is None:
+                table.meta["reference_nominal_ms"] = ref
     table.meta["build_devices"] = list(devices)
     return _finish_build(table, space, t0, len(todo))

@@ -1,8 +1,9 @@
 """Latency measurement on the target device.
 
-CPU: ``torch.utils.benchmark.Timer`` with the thread count set explicitly (default: every core
-this process may use), warm-up runs, then repeated blocks; each sample is the mean time of one
-block, long enough (about a millisecond or more) to swamp the timer's resolution.
+CPU: the thread count is set explicitly (default: every core this process may use); after
+warm-up, every measured module (and two reference workloads) is timed once per *cycle*, cycles
+repeated, so that all of them see the same machine conditions (see :func:`measure_modules`);
+small modules run in bursts of about ``burst_time`` per cycle to swamp the timer's resolution.
 
 CUDA: CUDA events around blocks of runs, after warm-up with ``cudnn.benchmark`` on, with a
 synchronisation before every read; optionally the module is captured once in a CUDA graph and
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["MeasureSettings", "Timing", "measure_module", "measure_modules", "measure_callable", "cpu_name",
-           "device_name", "available_cores"]
+           "device_name", "available_cores", "reference_modules", "drift_factors", "compute_share"]
 
 _logger = logging.getLogger(__name__)
 
@@ -45,15 +46,31 @@ def available_cores() -> int:
 
 
 def cpu_name() -> str:
-    """The CPU model string (``/proc/cpuinfo`` on Linux), or the platform's processor name."""
+    """The CPU model string and its microarchitecture (family, model, widest vector unit).
+
+    Cloud VMs often report only a generic name ("AMD EPYC") for several processor generations
+    whose relative op costs differ; family/model and the vector extensions tell them apart, so
+    a latency table measured on one generation is not silently used on another.
+    """
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if ":" not in line:
+                    if info:
+                        break  # first processor only
+                    continue
+                k, v = line.split(":", 1)
+                info.setdefault(k.strip().lower(), v.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown-cpu"
+    flags = set(info.get("flags", "").split())
+    vec = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
+    ident = [f"family {info['cpu family']} model {info['model']}"] if "cpu family" in info and "model" in info else []
+    if vec:
+        ident.append(vec)
+    return f"{name} ({', '.join(ident)})" if ident else name
 
 
 def device_name(device: str) -> str:
@@ -75,12 +92,11 @@ class MeasureSettings:
     warmup: int = 3
     min_run_time: float = 0.1
     block_time: float = 0.002  # CUDA: runs per event-timed sample reach at least this long
-    min_samples: int = 5
-    rounds: int = 4
+    min_samples: int = 8
+    rounds: int = 4  # CUDA: interleaved rounds of event-timed blocks
     reference: bool | None = None
-    reference_time: float = 0.015
-    stability: float = 0.06
-    max_retries: int = 3
+    burst_time: float = 0.002  # CPU: calls of one item per cycle last at least this long (seconds)
+    max_cycles: int = 2000
 
     def __post_init__(self):
         if self.device == "auto":
@@ -157,6 +173,15 @@ class Timing:
     samples_ms: list[float] = field(default_factory=list)
     runs_per_sample: int = 1
     raw_median_ms: float | None = None
+    half_medians_ms: tuple[float, float] | None = None
+
+    @property
+    def half_disagreement(self) -> float | None:
+        """Relative difference between the medians of the two halves of the measurement."""
+        if not self.half_medians_ms:
+            return None
+        a, b = self.half_medians_ms
+        return abs(a - b) / max((a + b) / 2.0, 1e-12)
 
     @classmethod
     def from_samples(cls, samples_ms: list[float], runs_per_sample: int) -> "Timing":
@@ -174,6 +199,7 @@ class Timing:
     def to_dict(self) -> dict[str, Any]:
         return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "p90_ms": self.p90_ms, "mean_ms": self.mean_ms,
                 "raw_median_ms": self.raw_median_ms, "runs_per_sample": self.runs_per_sample,
+                "half_medians_ms": list(self.half_medians_ms) if self.half_medians_ms else None,
                 "samples_ms": self.samples_ms}
 
 
@@ -241,110 +267,246 @@ def _runner(module: nn.Module, input_shape: tuple[int, ...], settings: MeasureSe
     return lambda: module(x)
 
 
-def reference_module() -> nn.Module:
-    """The fixed reference workload used to normalise CPU timings (see :func:`measure_modules`)."""
-    from ..space.ops import build_op
+REFERENCE_VERSION = "ref-v2"
+#: input shapes (without batch) of the two reference workloads
+REFERENCE_INPUTS = {"compute": (32, 8, 8), "memory": (48, 16, 16)}
 
+
+class _MemoryRef(nn.Module):
+    """Depthwise 3x3 conv + add + ReLU: low operational intensity, bandwidth bound on CPUs."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.dw(x) + x)
+
+
+def reference_modules() -> dict[str, nn.Module]:
+    """The two fixed reference workloads that normalise CPU timings (see :func:`measure_modules`).
+
+    ``compute``: a dense 3x3 convolution (high operational intensity); ``memory``: a depthwise
+    convolution with an elementwise add (low intensity). A shared machine slows the two
+    differently (a noisy neighbour streaming memory hurts the second far more), so each timing
+    is corrected by a mix of both, weighted by the measured item's own intensity.
+    """
     g = torch.random.fork_rng()
     with g:
         torch.manual_seed(0)
-        return nn.Sequential(
-            build_op("conv_k3_relu", 16, 32, 1),
-            build_op("mb_k3_e4_swish", 32, 32, 1),
-            build_op("fmb_k3_e2_relu", 32, 32, 1),
-        ).eval()
+        c = REFERENCE_INPUTS["compute"][0]
+        compute = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()).eval()
+        memory = _MemoryRef(REFERENCE_INPUTS["memory"][0]).eval()
+    return {"compute": compute, "memory": memory}
 
 
-REFERENCE_VERSION = "ref-v1"
-REFERENCE_INPUT = (16, 16, 16)
+_REF_INTENSITY: dict[str, float] = {}
+
+
+def reference_intensities() -> dict[str, float]:
+    """Operational intensity (FLOP/byte) of the two reference workloads (counted once, cached)."""
+    if not _REF_INTENSITY:
+        from .roofline import count_bytes, count_macs, intensity
+
+        for name, mod in reference_modules().items():
+            x = torch.randn(2, *REFERENCE_INPUTS[name])
+            _REF_INTENSITY[name] = intensity(count_macs(mod, x), count_bytes(mod, x))
+    return dict(_REF_INTENSITY)
+
+
+def compute_share(item_intensity: float | None) -> float:
+    """Weight of the compute reference in an item's drift correction, from its intensity.
+
+    Linear in log-intensity between the memory reference's intensity (weight 0) and the compute
+    reference's (weight 1), clipped to [0, 1]; ``None`` (unknown) gives 0.5.
+    """
+    if item_intensity is None or not math.isfinite(item_intensity) or item_intensity <= 0:
+        return 0.5
+    ri = reference_intensities()
+    lo, hi = math.log(ri["memory"]), math.log(ri["compute"])
+    return float(min(1.0, max(0.0, (math.log(item_intensity) - lo) / (hi - lo))))
+
+
+def drift_factors(ref_compute: "list[float]", ref_memory: "list[float]", nominal: dict[str, float],
+                  share: float, smooth: int = 1) -> list[float]:
+    """Per-cycle slowdown of an item against the nominal machine speed.
+
+    ``ref_compute[c]`` and ``ref_memory[c]`` are the two references' per-call times in cycle
+    ``c``; each is averaged over ``smooth`` neighbouring cycles on each side (the references
+    are short and noisy), divided by its nominal time, and the two slowdowns are mixed with the
+    item's compute ``share``: ``f_c = share * rc_c / nominal_c + (1 - share) * rm_c / nominal_m``.
+    Dividing a timing by ``f_c`` gives "the time at nominal speed".
+    """
+    n = len(ref_compute)
+
+    def smoothed(v: list[float], i: int) -> float:
+        window = v[max(0, i - smooth): min(n, i + smooth + 1)]
+        return sum(window) / len(window)
+
+    return [share * smoothed(ref_compute, i) / nominal["compute"]
+            + (1.0 - share) * smoothed(ref_memory, i) / nominal["memory"] for i in range(n)]
+
+
+def _plan_bursts(est_ms: list[float], settings: MeasureSettings) -> tuple[list[int], int]:
+    """Calls per cycle for each item (each item's burst lasts at least ``burst_time``) and the
+    number of cycles (every item is timed for about ``min_run_time`` in all)."""
+    burst_ms = settings.burst_time * 1e3
+    reps = [max(1, math.ceil(burst_ms / max(t, 1e-4))) for t in est_ms]
+    per_cycle = sorted(r * t for r, t in zip(reps, est_ms))
+    typical = per_cycle[len(per_cycle) // 2] if per_cycle else 1.0
+    cycles = max(settings.min_samples, 2 * math.ceil(settings.min_run_time * 1e3 / max(typical, 1e-3) / 2))
+    return reps, min(cycles, settings.max_cycles)
+
+
+def _round_robin_cpu(runners: list[Callable[[], Any]], ref_runs: dict[str, Callable[[], Any]],
+                     settings: MeasureSettings, progress: Callable[[int, int], None] | None
+                     ) -> tuple[list[list[float]], dict[str, list[float]]]:
+    """Time every runner once per cycle, cycles repeated (CPU ops are synchronous).
+
+    Fine interleaving is what makes a shared CPU measurable: the machine's speed changes within
+    a fraction of a second, so timing one item for a whole block and the next item afterwards
+    lets each see different conditions. Here every item (and both references) is timed in every
+    cycle, a cycle lasting a few tens of milliseconds.
+
+    Returns per-item per-cycle times (ms per call) and the references' per-cycle times.
+    """
+    import time as _time
+
+    clock = _time.perf_counter
+    with _threads(settings.num_threads):
+        est = []
+        for run in runners:
+            for _ in range(max(1, settings.warmup)):
+                run()
+            t0 = clock()
+            run()
+            est.append((clock() - t0) * 1e3)
+        for run in ref_runs.values():
+            for _ in range(max(1, settings.warmup)):
+                run()
+        reps, cycles = _plan_bursts(est, settings)
+        ref_reps = {}
+        for name, run in ref_runs.items():
+            t0 = clock()
+            run()
+            ref_reps[name] = max(1, math.ceil(settings.burst_time * 1e3 / max((clock() - t0) * 1e3, 1e-4)))
+        times: list[list[float]] = [[] for _ in runners]
+        refs: dict[str, list[float]] = {name: [] for name in ref_runs}
+        order = list(range(len(runners)))
+        for c in range(cycles):
+            # alternate the direction of the sweep so no item always follows the same neighbour
+            seq = order if c % 2 == 0 else order[::-1]
+            for name, run in ref_runs.items():
+                k = ref_reps[name]
+                t0 = clock()
+                for _ in range(k):
+                    run()
+                refs[name].append((clock() - t0) * 1e3 / k)
+            for i in seq:
+                k, run = reps[i], runners[i]
+                t0 = clock()
+                for _ in range(k):
+                    run()
+                times[i].append((clock() - t0) * 1e3 / k)
+            if progress:
+                progress((c + 1) * len(runners), cycles * len(runners))
+    return times, refs
+
+
+def _finish_timing(samples: list[float], raw: list[float], runs_per_sample: int) -> Timing:
+    t = Timing.from_samples(samples, runs_per_sample)
+    t.raw_median_ms = statistics.median(raw)
+    half = len(samples) // 2
+    if half >= 1:
+        t.half_medians_ms = (statistics.median(samples[:half]), statistics.median(samples[half:]))
+    if len(t.samples_ms) > MAX_STORED_SAMPLES:  # keep tables small: an even subsample of the cycles
+        step = len(t.samples_ms) / MAX_STORED_SAMPLES
+        t.samples_ms = [t.samples_ms[int(i * step)] for i in range(MAX_STORED_SAMPLES)]
+    return t
+
+
+MAX_STORED_SAMPLES = 48
 
 
 def measure_module(module: nn.Module, input_shape: tuple[int, ...], settings: MeasureSettings,
-                   ref_nominal_ms: float | None = None) -> Timing:
+                   ref_nominal: dict[str, float] | None = None, intensity: float | None = None) -> Timing:
     """Median latency of ``module`` on a batch of ``input_shape`` (without the batch dimension).
 
     Args:
         module: any module; it is put in eval mode and moved to the device and dtype.
         input_shape: ``(C, H, W)``; the batch size comes from ``settings``.
-        settings: device, dtype, memory format, threads, CUDA graphs, rounds, reference.
-        ref_nominal_ms: the reference workload's nominal latency (from the latency table) when
-            timings are normalised; ``None`` uses this call's own reference median.
+        settings: device, dtype, memory format, threads, CUDA graphs, reference.
+        ref_nominal: the reference workloads' nominal latencies (from the latency table) when
+            timings are normalised; ``None`` uses this call's own reference medians.
+        intensity: the module's operational intensity (FLOP/byte), for the drift correction.
     """
-    return measure_modules([(module, input_shape)], settings, ref_nominal_ms=ref_nominal_ms)[0][0]
+    return measure_modules([(module, input_shape)], settings, ref_nominal=ref_nominal,
+                           intensities=None if intensity is None else [intensity])[0][0]
 
 
 def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: MeasureSettings,
                     progress: Callable[[int, int], None] | None = None,
-                    ref_nominal_ms: float | None = None) -> tuple[list[Timing], float | None]:
-    """Measure several modules in interleaved rounds; one :class:`Timing` per module.
+                    ref_nominal: dict[str, float] | None = None,
+                    intensities: list[float | None] | None = None) -> tuple[list[Timing], dict[str, float] | None]:
+    """Measure several modules together; one :class:`Timing` per module.
 
-    On a shared machine interference comes in bursts and the CPU's speed drifts by tens of
-    percent over seconds. Two defences, both on by default on the CPU:
+    CPU (a shared, noisy machine): every module is timed once per *cycle*, cycles repeated until
+    each has been timed for about ``min_run_time`` (see :func:`_round_robin_cpu`). With the
+    reference normalisation on (the CPU default), two reference workloads - one compute bound,
+    one memory bound - are timed in every cycle too, and each timing is divided by the
+    machine's slowdown in its cycle, mixed from both references by the item's intensity
+    (:func:`drift_factors`, :func:`compute_share`). Timings then read as "latency at the
+    references' nominal speed", comparable across a whole build, across processes and across
+    days on the same kind of machine. Raw medians are kept (``Timing.raw_median_ms``), and the
+    medians of the first and second half of the cycles (``Timing.half_medians_ms``) give the
+    measurement's own repeatability.
 
-    * rounds: every module is measured once per round, for ``settings.rounds`` rounds of
-      ``min_run_time / rounds`` each, so a burst is spread over all modules instead of spoiling
-      one module's whole measurement;
-    * reference normalisation (``settings.reference``): a fixed reference workload is timed
-      right before and after every block; a block whose two reference timings differ by more
-      than ``settings.stability`` (the machine changed speed meanwhile) is measured again (up to
-      ``max_retries`` times), and each block is rescaled by
-      ``ref_nominal / mean(adjacent reference blocks)``. Timings then read as "latency at the
-      reference's nominal speed" and stay comparable across a whole build and across runs. The
-      raw medians are kept beside them (``Timing.raw_median_ms``).
+    CUDA: each module in ``settings.rounds`` interleaved rounds of event-timed blocks; no
+    reference (a GPU of its own does not drift like a shared CPU).
 
     Returns:
-        The timings, and the median reference latency of this call (``None`` without reference).
+        The timings, and the reference medians of this call (``None`` without reference).
     """
+    if settings.is_cuda:
+        return _measure_modules_cuda(items, settings, progress), None
+    use_ref = settings.use_reference
+    with torch.inference_mode():
+        runners = [_runner(m, shape, settings) for m, shape in items]
+        ref_runs = ({name: _runner(mod, REFERENCE_INPUTS[name], settings) for name, mod in reference_modules().items()}
+                    if use_ref else {})
+        times, refs = _round_robin_cpu(runners, ref_runs, settings, progress)
+    ref_median = {name: statistics.median(v) for name, v in refs.items()} if use_ref else None
+    nominal = ref_nominal if ref_nominal else ref_median
+    shares = [compute_share(intensities[i] if intensities else None) for i in range(len(items))]
+    timings = []
+    for i, raw in enumerate(times):
+        if use_ref and nominal:
+            f = drift_factors(refs["compute"], refs["memory"], nominal, shares[i])
+            samples = [v / fc for v, fc in zip(raw, f)]
+        else:
+            samples = list(raw)
+        timings.append(_finish_timing(samples, raw, 1))
+    return timings, ref_median
+
+
+def _measure_modules_cuda(items: list[tuple[nn.Module, tuple[int, ...]]], settings: MeasureSettings,
+                          progress: Callable[[int, int], None] | None) -> list[Timing]:
     rounds = max(1, settings.rounds)
     per_round = dataclasses.replace(settings, min_run_time=settings.min_run_time / rounds,
                                     min_samples=max(1, math.ceil(settings.min_samples / rounds)),
                                     warmup=max(1, settings.warmup // rounds))
-    use_ref = settings.use_reference
-    ref_settings = dataclasses.replace(settings, min_run_time=settings.reference_time, min_samples=1, warmup=1)
     samples: list[list[float]] = [[] for _ in items]
-    raw: list[list[float]] = [[] for _ in items]
     numbers = [1] * len(items)
-    ref_meds: list[float] = []
-    total = rounds * len(items)
-    done = 0
-    retries = 0
     with torch.inference_mode():
         runners = [_runner(m, shape, settings) for m, shape in items]
-        ref_run = _runner(reference_module(), REFERENCE_INPUT, settings) if use_ref else None
-        blocks: list[tuple[int, list[float], float, float]] = []  # (item, samples, ref_before, ref_after)
-        for _ in range(rounds):
-            before = measure_callable(ref_run, ref_settings).median_ms if ref_run else 1.0
+        for r in range(rounds):
             for i, run in enumerate(runners):
-                for attempt in range(settings.max_retries + 1):
-                    t = measure_callable(run, per_round)
-                    after = measure_callable(ref_run, ref_settings).median_ms if ref_run else 1.0
-                    stable = abs(after - before) <= settings.stability * min(after, before)
-                    if stable or attempt == settings.max_retries:
-                        break
-                    retries += 1  # the machine's speed changed during the block: measure it again
-                    before = after
+                t = measure_callable(run, per_round)
                 numbers[i] = t.runs_per_sample
-                blocks.append((i, t.samples_ms, before, after))
-                if ref_run:
-                    ref_meds.extend([before, after])
-                before = after
-                done += 1
+                samples[i].extend(t.samples_ms)
                 if progress:
-                    progress(done, total)
-    if retries:
-        _logger.debug("measure_modules: %d blocks re-measured after a change of machine speed", retries)
-    ref_median = statistics.median(ref_meds) if ref_meds else None
-    nominal = ref_nominal_ms if ref_nominal_ms is not None else ref_median
-    for i, blk, before, after in blocks:
-        raw[i].extend(blk)
-        factor = (nominal / ((before + after) / 2.0)) if use_ref and nominal else 1.0
-        samples[i].extend(v * factor for v in blk)
-    timings = []
-    for s_, r_, n in zip(samples, raw, numbers):
-        t = Timing.from_samples(s_, n)
-        t.raw_median_ms = statistics.median(r_)
-        timings.append(t)
-    return timings, ref_median
+                    progress(r * len(items) + i + 1, rounds * len(items))
+    return [_finish_timing(s, s, n) for s, n in zip(samples, numbers)]
 
 
 def _graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Callable[[], Any]:

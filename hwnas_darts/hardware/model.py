@@ -1,21 +1,23 @@
 """The latency model learned from the table, and its differentiable expectation for the search.
 
-The plain table sum ``sum_l LUT(op_l, shape_l)`` ignores what happens between ops in a whole
-network (allocation, cache reuse, framework overhead). The model corrects it with a calibration
-learned from end-to-end measurements of K random architectures::
+The plain table sum ``sum_l LUT(op_l, shape_l)`` times each op alone. Inside a network an op
+costs something else: what precedes it decides the memory format and cache state of its input,
+oneDNN picks primitives per context, and the framework adds per-layer overheads. The model
+learns each searchable row's *in-context* cost from end-to-end measurements of random networks,
+with the table as the prior::
 
-    LAT(arch) = c0 + sum_g s_g * sum_{layers l in group g} LUT(op_l, shape_l)
+    LAT(arch) = c0 + LUT_fixed + sum_l LUT(op_l @ l) * (s_g(l, op_l) + d(l, op_l))
 
-where a group is an op family within a stage (``mb@stage1``, ``fmb@s2d``, ...; the stem and
-head form the group ``fixed``): the gap between an op timed alone and the same op inside a
-network depends on the kind of op and on the size of the feature maps around it (cache
-regime). Each scale ``s_g >= 0`` and the constant ``c0`` are fitted by bounded least squares
-on the *relative* error, with a small ridge pull of each ``s_g`` towards 1, so that groups the
-random architectures rarely separate stay near the table's own value.
+``g`` is the op family within a stage (``mb@stage1``, ...), shared by all rows of that family
+and stage; ``d`` is a per-row (layer position x op) correction. Both are fitted by bounded
+least squares on the relative error with a ridge prior (``s_g -> 1``, ``d -> 0``): rows the
+random networks rarely separate stay at the table's own value, rows they pin down move to what
+whole networks show. The two ridge strengths are chosen by K-fold cross-validation on the
+calibration networks.
 
-Because the model is linear in the table terms, its expectation under per-layer candidate
-probabilities ``p_l`` is exact and differentiable: ``E[LAT] = c0 + s_fixed*fixed +
-sum_l sum_i p_li * s_g(l,i) * LUT_li``. The same holds for MACs and bytes, from which expected
+Because the model is linear in one-hot op choices, its expectation under per-layer candidate
+probabilities ``p_l`` is exact and differentiable: ``E[LAT] = c0 + LUT_fixed +
+sum_l sum_i p_li * cost_li``. The same holds for MACs and bytes, from which expected
 intensity ``I = 2 E[macs] / E[bytes]`` and efficiency ``E = C / C_ideal(I)`` follow.
 """
 
@@ -35,11 +37,11 @@ from ..space.arch import Arch
 from ..space.ops import parse_op
 from ..space.space import SearchSpace
 from .lut import LatencyTable
-from .measure import MeasureSettings, measure_modules
+from .measure import MeasureSettings, Timing, measure_modules
 from .roofline import Roofline, intensity
 
-__all__ = ["LatencyModel", "group_of", "measure_arch", "measure_archs", "fit_calibration", "validate_model",
-           "rank_metrics", "calibrate_and_validate"]
+__all__ = ["LatencyModel", "group_of", "row_id", "measure_archs", "measure_arch_timings", "fit_calibration",
+           "validate_model", "validation_report", "rank_metrics", "calibrate_and_validate", "check_table"]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,22 +56,53 @@ def group_of(layer_name: str, op: str, role: str = "search") -> str:
     return f"{parse_op(op).family}@{_stage(layer_name)}"
 
 
-def measure_arch(space: SearchSpace, arch: Arch, settings: MeasureSettings, table: LatencyTable | None = None) -> float:
-    """End-to-end median latency (ms) of the network of ``arch`` at the settings' batch size."""
-    return measure_archs(space, [arch], settings, table)[0]
+def row_id(layer_name: str, op: str) -> str:
+    """Calibration row of an op at a layer position: ``layer:op``."""
+    return f"{layer_name}:{op}"
+
+
+#: floor of a calibrated row's scale (a row never costs less than this share of its table value)
+MIN_ROW_SCALE = 0.05
+
+
+def arch_intensities(space: SearchSpace, archs: Sequence[Arch], table: LatencyTable | None) -> list[float | None]:
+    """Operational intensity of each architecture's network from the table rows (``None`` when
+    the table lacks a row), for the drift correction of the measurement."""
+    out: list[float | None] = []
+    for a in archs:
+        if table is None:
+            out.append(None)
+            continue
+        macs = nbytes = 0.0
+        ok = True
+        for layer in space.plan(a):
+            if layer.key not in table:
+                ok = False
+                break
+            row = table.lookup(layer.key)
+            macs += row.macs
+            nbytes += row.bytes
+        out.append(intensity(macs, nbytes) if ok else None)
+    return out
+
+
+def measure_arch_timings(space: SearchSpace, archs: Sequence[Arch], settings: MeasureSettings,
+                         table: LatencyTable | None = None, progress: Callable[[int, int], None] | None = None
+                         ) -> list[Timing]:
+    """End-to-end timings of several architectures' networks, measured together (normalised like
+    ``table``'s rows when it uses reference workloads); each with the medians of its two halves."""
+    nets = [build_network(space, a) for a in archs]
+    items = [(n, n.input_shape) for n in nets]
+    if table is not None:
+        return table.measure(items, settings, progress, intensities=arch_intensities(space, archs, table))
+    timings, _ = measure_modules(items, settings, progress)
+    return timings
 
 
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], settings: MeasureSettings,
                   table: LatencyTable | None = None, progress: Callable[[int, int], None] | None = None) -> list[float]:
-    """End-to-end median latencies (ms) of several architectures, measured in interleaved rounds
-    (normalised like ``table``'s rows when it uses a reference workload)."""
-    nets = [build_network(space, a) for a in archs]
-    items = [(n, n.input_shape) for n in nets]
-    if table is not None:
-        timings = table.measure(items, settings, progress)
-    else:
-        timings, _ = measure_modules(items, settings, progress)
-    return [t.median_ms for t in timings]
+    """End-to-end median latencies (ms) of several architectures (see :func:`measure_arch_timings`)."""
+    return [t.median_ms for t in measure_arch_timings(space, archs, settings, table, progress)]
 
 
 class LatencyModel:
@@ -94,16 +127,18 @@ class LatencyModel:
             _logger.warning("the latency table's calibration was fitted for space %s, not %s; using the plain table sum",
                             cal.get("space_id"), space.space_id)
             cal = {}
-        self.calibration = cal
-        self._coef, self._intercept = self._unpack(self.calibration)
-        # per-layer tensors for the differentiable expectation (base scale)
+        self.calibration = cal or {}
+        self._coef = {str(k): float(v) for k, v in self.calibration.get("coef", {}).items()}
+        self._rows = {str(k): float(v) for k, v in self.calibration.get("rows", {}).items()}
+        self._intercept = float(self.calibration.get("intercept_ms", 0.0))
+        # per-layer tensors for the differentiable expectation
         self._lat_cal: list[torch.Tensor] = []
         self._macs: list[torch.Tensor] = []
         self._bytes: list[torch.Tensor] = []
         for layer in space.layers:
             rows = [table.lookup(layer.key(op)) for op in layer.candidates]
-            scales = [self.coef(group_of(layer.name, op)) for op in layer.candidates]
-            self._lat_cal.append(torch.tensor([c * r.latency_ms for r, c in zip(rows, scales)], dtype=torch.float64))
+            self._lat_cal.append(torch.tensor([self.layer_cost(layer.name, op) for op in layer.candidates],
+                                              dtype=torch.float64))
             self._macs.append(torch.tensor([float(r.macs) for r in rows], dtype=torch.float64))
             self._bytes.append(torch.tensor([float(r.bytes) for r in rows], dtype=torch.float64))
         fixed = [table.lookup(k) for k in space.fixed_keys()]
@@ -111,15 +146,31 @@ class LatencyModel:
         self._fixed_macs = float(sum(r.macs for r in fixed))
         self._fixed_bytes = float(sum(r.bytes for r in fixed))
 
-    @staticmethod
-    def _unpack(cal: dict[str, Any] | None) -> tuple[dict[str, float], float]:
-        if not cal:
-            return {}, 0.0
-        return {str(k): float(v) for k, v in cal.get("coef", {}).items()}, float(cal.get("intercept_ms", 0.0))
-
     def coef(self, group: str) -> float:
         """Scale of a calibration group (1.0 for groups the calibration never saw)."""
         return self._coef.get(group, 1.0)
+
+    def scale(self, layer_name: str, op: str, role: str = "search") -> float:
+        """The calibrated multiple of the table latency of ``op`` at layer ``layer_name``."""
+        s = self.coef(group_of(layer_name, op, role))
+        if role == "search":
+            s = max(s + self._rows.get(row_id(layer_name, op), 0.0), MIN_ROW_SCALE)
+        return s
+
+    def layer_cost(self, layer_name: str, op: str, key=None, role: str = "search") -> float:
+        """Calibrated in-context latency (ms) of ``op`` at searchable layer ``layer_name`` of the base
+        space (or at ``key`` for a planned layer of a scaled network)."""
+        if key is None:
+            layer = next(lay for lay in self.space.layers if lay.name == layer_name)
+            key = layer.key(op)
+        return self.scale(layer_name, op, role) * self.table.lookup(key).latency_ms
+
+    def cost(self, layer_index: int, op: str, cost: str = "latency") -> float:
+        """Cost of ``op`` at searchable layer ``layer_index``: calibrated latency (ms) or MACs."""
+        layer = self.space.layers[layer_index]
+        if cost == "macs":
+            return float(self.table.lookup(layer.key(op)).macs)
+        return self.layer_cost(layer.name, op, layer.key(op))
 
     @property
     def roofline(self) -> Roofline | None:
@@ -130,22 +181,16 @@ class LatencyModel:
         return bool(self.calibration)
 
     # -- discrete architectures ------------------------------------------------------------------
-    def features(self, arch: Arch) -> dict[str, float]:
-        """Per-group sums of table latencies for the network of ``arch`` (scaling applied)."""
-        feats: dict[str, float] = {}
-        for layer in self.space.plan(arch):
-            g = group_of(layer.name, layer.op, layer.role)
-            feats[g] = feats.get(g, 0.0) + self.table.lookup(layer.key).latency_ms
-        return feats
-
     def predict_raw(self, arch: Arch) -> float:
         """The plain table sum (ms)."""
-        return float(sum(self.features(arch).values()))
+        return float(sum(self.table.lookup(layer.key).latency_ms for layer in self.space.plan(arch)))
 
     def predict(self, arch: Arch) -> float:
         """Predicted end-to-end latency of ``arch`` in milliseconds (calibrated when available)."""
-        feats = self.features(arch)
-        return float(self._intercept + sum(self.coef(g) * v for g, v in feats.items()))
+        total = self._intercept
+        for layer in self.space.plan(arch):
+            total += self.layer_cost(layer.name, layer.op, layer.key, layer.role)
+        return float(total)
 
     def counts(self, arch: Arch) -> dict[str, float]:
         """MACs, bytes and intensity of the network of ``arch`` from the table rows."""
@@ -156,14 +201,6 @@ class LatencyModel:
             nbytes += row.bytes
         return {"macs": macs, "bytes": nbytes, "intensity": intensity(macs, nbytes)}
 
-    def metrics(self, arch: Arch, latency_ms: float | None = None) -> dict[str, float]:
-        """Predicted latency, MACs, bytes, I and E (E at ``latency_ms`` if given, else at the prediction)."""
-        c = self.counts(arch)
-        lat = self.predict(arch)
-        at = latency_ms if latency_ms is not None else lat
-        eff = self.roofline.efficiency(c["macs"], c["bytes"], at) if self.roofline else float("nan")
-        return {"latency_ms_predicted": lat, **c, "efficiency": eff}
-
     # -- differentiable expectation ---------------------------------------------------------------
     def expected(self, probs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Expected latency (ms), MACs, bytes, intensity and efficiency under per-layer ``probs``.
@@ -173,8 +210,7 @@ class LatencyModel:
         """
         if len(probs) != len(self._lat_cal):
             raise ValueError(f"expected {len(self._lat_cal)} probability vectors, got {len(probs)}")
-        ref = probs[0]
-        dt = ref.dtype
+        dt = probs[0].dtype
 
         def dot(vals: list[torch.Tensor]) -> torch.Tensor:
             return sum((p * v.to(device=p.device, dtype=dt)).sum() for p, v in zip(probs, vals))
@@ -190,48 +226,102 @@ class LatencyModel:
             out["efficiency"] = achieved / ideal
         return out
 
-    def argmax_latency(self, probs: Sequence[torch.Tensor]) -> float:
-        idx = [int(p.argmax()) for p in probs]
-        return self.predict(self.space.from_indices(idx))
 
-    # -- calibration -------------------------------------------------------------------------------
-    def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float], ridge: float = 0.03) -> dict[str, Any]:
-        """Fit and adopt the calibration on whole-network measurements; returns the calibration dict."""
-        cal = fit_calibration(self, archs, measured_ms, ridge)
-        self.calibration = cal
-        self.__init__(self.table, self.space, cal)  # rebuild the per-layer tensors
-        return cal
+#: ridge strengths tried by the cross-validation of :func:`fit_calibration` (group, row)
+RIDGE_GRID = [(g, r) for g in (0.001, 0.01, 0.1, 1.0) for r in (1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)]
+
+
+def _design(model: LatencyModel, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+    """Columns: intercept, one per group (sum of its table latencies), one per row (its latency);
+    and the offset of the fixed layers (stem, head: the same in every network of the space, so
+    only the intercept can absorb their in-context difference)."""
+    plans = [model.space.plan(a) for a in archs]
+    groups = sorted({group_of(lay.name, lay.op) for p in plans for lay in p if lay.role == "search"})
+    rows = sorted({row_id(lay.name, lay.op) for p in plans for lay in p if lay.role == "search"})
+    gi = {g: 1 + i for i, g in enumerate(groups)}
+    ri = {r: 1 + len(groups) + i for i, r in enumerate(rows)}
+    x = np.zeros((len(archs), 1 + len(groups) + len(rows)))
+    offset = np.zeros(len(archs))
+    x[:, 0] = 1.0
+    for n, plan in enumerate(plans):
+        for lay in plan:
+            lat = model.table.lookup(lay.key).latency_ms
+            if lay.role != "search":
+                offset[n] += lat
+                continue
+            x[n, gi[group_of(lay.name, lay.op)]] += lat
+            x[n, ri[row_id(lay.name, lay.op)]] += lat
+    return x, offset, groups, rows
+
+
+def _solve(x: np.ndarray, offset: np.ndarray, y: np.ndarray, n_groups: int, ridge_group: float,
+           ridge_row: float) -> np.ndarray:
+    """Bounded ridge least squares on the relative error, prior s_g = 1, d = 0, c0 = 0."""
+    from scipy.optimize import lsq_linear
+
+    k = x.shape[1]
+    a = x / y[:, None]
+    b = 1.0 - offset / y
+    lam = np.empty(k)
+    lam[0] = 0.1 / float(np.mean(y))  # intercept pulled towards 0 on the scale of the latencies
+    lam[1:1 + n_groups] = math.sqrt(ridge_group)
+    lam[1 + n_groups:] = math.sqrt(ridge_row)
+    prior = np.zeros(k)
+    prior[1:1 + n_groups] = 1.0
+    lower = np.array([-np.inf] + [0.0] * n_groups + [-1.0] * (k - 1 - n_groups))
+    sol = lsq_linear(np.concatenate([a, np.diag(lam)]), np.concatenate([b, lam * prior]),
+                     bounds=(lower, np.full(k, np.inf)))
+    return sol.x
 
 
 def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Sequence[float],
-                    ridge: float = 0.03) -> dict[str, Any]:
-    """Bounded least squares on relative error: ``c0 + sum_g s_g * L_g(arch) ~ measured``."""
-    from scipy.optimize import lsq_linear
+                    ridge: tuple[float, float] | None = None, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Fit group scales and per-row in-context corrections on whole-network measurements.
 
+    Args:
+        model: a model over the table and space (its calibration is ignored).
+        archs: the calibration networks; ``measured_ms`` their end-to-end latencies (normalised
+            like the table's rows).
+        ridge: ``(group, row)`` ridge strengths; ``None`` chooses them by ``folds``-fold
+            cross-validation (mean relative error) from :data:`RIDGE_GRID`.
+    """
     if len(archs) != len(measured_ms) or len(archs) < 3:
         raise ValueError(f"calibration needs >= 3 measured architectures, got {len(archs)}")
     y = np.asarray(measured_ms, dtype=np.float64)
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("calibration measurements must be positive, finite milliseconds")
     raw = LatencyModel(model.table, model.space, calibration={})
-    feats = [raw.features(a) for a in archs]
-    groups = sorted({g for f in feats for g, v in f.items() if v > 0})
-    x = np.array([[1.0] + [f.get(g, 0.0) for g in groups] for f in feats])
-    a = x / y[:, None]  # relative residuals
-    b = np.ones_like(y)
-    k = x.shape[1]
-    lam = math.sqrt(ridge)
-    reg = np.eye(k) * lam
-    reg[0, 0] = lam / float(np.mean(y))  # intercept pulled towards 0, on the scale of the latencies
-    reg_b = np.full(k, lam)
-    reg_b[0] = 0.0
-    lower = np.array([-np.inf] + [0.0] * (k - 1))
-    sol = lsq_linear(np.concatenate([a, reg]), np.concatenate([b, reg_b]), bounds=(lower, np.full(k, np.inf)))
-    pred = x @ sol.x
+    x, offset, groups, rows = _design(raw, archs)
+    ng = len(groups)
+    cv: dict[str, float] = {}
+    if ridge is None:
+        k = max(2, min(folds, len(y)))
+        order = np.random.default_rng(seed).permutation(len(y))
+        parts = [order[i::k] for i in range(k)]
+        best = None
+        for lg, lr in RIDGE_GRID:
+            err = []
+            for part in parts:
+                train = np.setdiff1d(order, part)
+                th = _solve(x[train], offset[train], y[train], ng, lg, lr)
+                err.extend(np.abs(x[part] @ th + offset[part] - y[part]) / y[part])
+            score = float(np.mean(err))
+            cv[f"{lg:g}/{lr:g}"] = score * 100
+            if best is None or score < best[0]:
+                best = (score, (lg, lr))
+        ridge = best[1]
+    theta = _solve(x, offset, y, ng, *ridge)
+    pred = x @ theta + offset
+    coef = dict(zip(groups, (float(v) for v in theta[1:1 + ng])))
+    row_d = {r: float(v) for r, v in zip(rows, theta[1 + ng:]) if abs(v) > 1e-9}
     return {
-        "form": "c0 + sum_g s_g * LUT_g, g = op family @ stage",
+        "form": "c0 + LUT_fixed + sum_l LUT_l * (s_g + d_row), g = op family @ stage, row = layer x op",
         "space_id": model.space.space_id,
-        "coef": dict(zip(groups, (float(v) for v in sol.x[1:]))),
-        "intercept_ms": float(sol.x[0]),
-        "ridge": ridge,
+        "coef": coef,
+        "rows": row_d,
+        "intercept_ms": float(theta[0]),
+        "ridge": {"group": ridge[0], "row": ridge[1]},
+        "cv_mape_pct": (min(cv.values()) if cv else None),
         "n_archs": len(y),
         "fit_mape_pct": float(np.mean(np.abs(pred - y) / y) * 100),
         "archs": [a_.to_string() for a_ in archs],
@@ -240,7 +330,7 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
 
 
 def rank_metrics(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
-    """Spearman, Kendall, MAPE (%) and share of predictions within +-10% of the measurement."""
+    """Spearman, Kendall, MAPE (%), the largest error (%) and the share within +-10%."""
     from scipy.stats import kendalltau, spearmanr
 
     p, m = np.asarray(pred, dtype=np.float64), np.asarray(meas, dtype=np.float64)
@@ -249,9 +339,29 @@ def rank_metrics(pred: Sequence[float], meas: Sequence[float]) -> dict[str, floa
         "spearman": float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan"),
         "kendall": float(kendalltau(p, m).statistic) if len(p) > 2 else float("nan"),
         "mape_pct": float(rel.mean() * 100),
+        "max_err_pct": float(rel.max() * 100) if len(rel) else float("nan"),
         "within_10pct": float((rel <= 0.10).mean()),
         "n": int(len(p)),
     }
+
+
+def repeatability(timings: Sequence[Timing]) -> dict[str, float] | None:
+    """How well a measurement agrees with itself: its first half of cycles against its second.
+
+    ``mape_pct`` is the mean relative difference between the halves; the error of the full
+    measurement (twice the samples of a half) is about half of it, reported as ``noise_pct`` -
+    the floor below which no model's error against these measurements can be told apart.
+    """
+    halves = [t.half_medians_ms for t in timings]
+    if not halves or any(h is None for h in halves) or len(halves) < 3:
+        return None
+    a = [h[0] for h in halves]
+    b = [h[1] for h in halves]
+    from scipy.stats import spearmanr
+
+    rel = np.abs(np.asarray(a) - np.asarray(b)) / ((np.asarray(a) + np.asarray(b)) / 2.0)
+    return {"spearman": float(spearmanr(a, b).statistic), "mape_pct": float(rel.mean() * 100),
+            "max_pct": float(rel.max() * 100), "noise_pct": float(rel.mean() * 50), "n": len(a)}
 
 
 def calibrate_and_validate(
@@ -264,10 +374,8 @@ def calibrate_and_validate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[LatencyModel, dict[str, Any] | None]:
     """Measure ``n_calib`` random architectures end to end, fit the calibration into ``table``,
-    then measure ``n_valid`` other architectures and record the validation in ``table``.
-
-    Both sets are measured together in interleaved rounds so that they see the same machine
-    conditions; the validation architectures take no part in the fit.
+    then record in ``table`` the model's error on ``n_valid`` other architectures measured in
+    the same session (the out-of-sample check in another process is ``lut validate``).
     """
     model = LatencyModel(table, space, calibration={})
     validation = None
@@ -275,18 +383,22 @@ def calibrate_and_validate(
         return model, None
     calib = space.sample_unique(n_calib, seed=seed * 1000 + 17)
     valid = space.sample_unique(n_valid, seed=seed * 1000 + 91, exclude=calib) if n_valid >= 3 else []
-    meas = measure_archs(space, calib + valid, settings, table,
-                         (lambda d, t: progress("measure networks", d, t)) if progress else None)
-    table.calibration = fit_calibration(model, calib, meas[: len(calib)])
+    timings = measure_arch_timings(space, calib + valid, settings, table,
+                                   (lambda d, t: progress("measure networks", d, t)) if progress else None)
+    meas = [t.median_ms for t in timings]
+    table.calibration = fit_calibration(model, calib, meas[: len(calib)], seed=seed)
     model = LatencyModel(table, space)
     if valid:
-        validation = validation_report(model, valid, meas[len(calib):])
+        validation = validation_report(model, valid, timings[len(calib):])
+        validation["kind"] = "same session as the fit"
         table.validation = validation
     return model, validation
 
 
-def validation_report(model: LatencyModel, archs: Sequence[Arch], measured_ms: Sequence[float]) -> dict[str, Any]:
-    """Rank and error metrics of the table sum and the learned model against measurements."""
+def validation_report(model: LatencyModel, archs: Sequence[Arch], timings: Sequence[Timing]) -> dict[str, Any]:
+    """Rank and error metrics of the table sum, the learned model and MACs against measurements,
+    beside the measurement's own repeatability (all latencies in the table's units)."""
+    measured_ms = [t.median_ms for t in timings]
     raw = [model.predict_raw(a) for a in archs]
     cal = [model.predict(a) for a in archs]
     macs = [model.counts(a)["macs"] for a in archs]
@@ -294,11 +406,15 @@ def validation_report(model: LatencyModel, archs: Sequence[Arch], measured_ms: S
     return {
         "n": len(archs),
         "space_id": model.space.space_id,
+        "unit": "ms at the table's reference speed" if model.table.reference_nominal else "ms",
         "table_sum": rank_metrics(raw, measured_ms),
         "learned": rank_metrics(cal, measured_ms),
+        "repeatability": repeatability(timings),
         "macs_vs_latency": {"spearman": mv["spearman"], "kendall": mv["kendall"], "n": mv["n"]},
         "archs": [a.to_string() for a in archs],
         "measured_ms": [float(v) for v in measured_ms],
+        "halves_ms": [list(t.half_medians_ms) if t.half_medians_ms else None for t in timings],
+        "measured_raw_ms": [t.raw_median_ms for t in timings],
         "predicted_raw_ms": raw,
         "predicted_ms": cal,
         "macs": macs,
@@ -306,12 +422,33 @@ def validation_report(model: LatencyModel, archs: Sequence[Arch], measured_ms: S
 
 
 def validate_model(model: LatencyModel, space: SearchSpace, settings: MeasureSettings, n: int, seed: int,
-                   exclude: Iterable[Arch] = (), progress: Callable[[int, int], None] | None = None
-                   ) -> dict[str, Any]:
-    """Measure ``n`` held-out random architectures; rank and error metrics for raw and learned models."""
-    archs = space.sample_unique(n, seed=seed, exclude=exclude)
+                   exclude: Iterable[Arch] = (), progress: Callable[[int, int], None] | None = None,
+                   archs: Sequence[Arch] | None = None) -> dict[str, Any]:
+    """Measure ``n`` random architectures (never the calibration networks) and compare.
+
+    ``archs`` measures these instead (e.g. the table's own calibration networks, to check that
+    the fit's units and this measurement's agree)."""
+    if archs is None:
+        cal_archs = [Arch.from_string(a) for a in (model.calibration or {}).get("archs", [])]
+        archs = space.sample_unique(n, seed=seed, exclude=list(exclude) + cal_archs)
     t0 = time.perf_counter()
-    meas = measure_archs(space, archs, settings, model.table, progress)
-    out = validation_report(model, archs, meas)
+    timings = measure_arch_timings(space, list(archs), settings, model.table, progress)
+    out = validation_report(model, list(archs), timings)
     out["seconds"] = round(time.perf_counter() - t0, 2)
+    out["seed"] = seed
     return out
+
+
+def check_table(model: LatencyModel, space: SearchSpace, settings: MeasureSettings, n: int, seed: int,
+                tolerance_pct: float) -> dict[str, Any]:
+    """A run's quick check of its stored table: ``n`` fresh random networks measured now.
+
+    Returns the validation report plus ``ok`` (the learned model's mean error is within
+    ``tolerance_pct`` and its median measured/predicted ratio within it too) and that ratio.
+    """
+    val = validate_model(model, space, settings, n, seed)
+    ratios = np.asarray(val["measured_ms"]) / np.asarray(val["predicted_ms"])
+    ratio = float(np.median(ratios))
+    ok = val["learned"]["mape_pct"] <= tolerance_pct and abs(ratio - 1.0) * 100 <= tolerance_pct
+    val.update(ok=bool(ok), median_ratio=ratio, tolerance_pct=tolerance_pct)
+    return val
