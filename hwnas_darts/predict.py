@@ -1,6 +1,7 @@
 """Inference with an exported model on new inputs.
 
-``python -m hwnas_darts.predict --model runs/NAME/model.ts INPUT...`` where each INPUT is an
+``python -m hwnas_darts.predict --model runs/NAME/model.ts INPUT...`` (or ``model.pt2``, or
+``model.onnx`` with the ``onnx`` extra installed) where each INPUT is an
 image (PNG, JPEG, ...), an IDX file (``*-idx3-ubyte[.gz]``) or a directory of those. The
 preprocessing stored in the model file (input size, channels, normalisation) is applied; the
 class predictions with probabilities are printed, or written with ``--output FILE.csv|.json``.
@@ -35,31 +36,93 @@ META_NAME = "hwnas_meta.json"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
+FORMATS = {".ts": "torchscript", ".pt": "torchscript", ".pt2": "program", ".onnx": "onnx"}
+_FORMAT_NAMES = {"torchscript": "TorchScript", "program": "torch.export program", "onnx": "ONNX"}
+
+
+class OnnxModel:
+    """An ONNX model run by onnxruntime, called like the torch models (tensor in, logits out)."""
+
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy().astype(np.float32)})[0]
+        return torch.from_numpy(out)
+
+
+def model_format(path: Path) -> str:
+    """``torchscript``, ``program`` or ``onnx`` from the file name; a file whose content does not
+    fit its name is refused with what it appears to be."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise ModelFileError(f"{path}: unknown model format {path.suffix!r}; use model.ts (TorchScript), model.pt2 "
+                             "(torch.export) or model.onnx (ONNX) from a run directory")
+    is_zip = zipfile.is_zipfile(path)
+    if kind == "onnx" and is_zip:
+        raise ModelFileError(f"{path} is a zip archive (TorchScript or torch.export), not an ONNX model; give it its "
+                             "own name (model.ts / model.pt2)")
+    if kind != "onnx" and not is_zip:
+        raise ModelFileError(f"{path} is not a readable {_FORMAT_NAMES[kind]} file (those are zip archives); if it is an "
+                             "ONNX model, name it *.onnx - otherwise it is corrupted: export it again from the run directory")
+    return kind
+
+
+def _load_onnx(path: Path) -> tuple[Any, dict[str, Any]]:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ModelFileError(f"{path} is an ONNX model; running it needs onnxruntime: pip install 'hwnas_darts[onnx]' "
+                             "(or pip install onnxruntime). model.ts and model.pt2 of the same run need nothing extra") from None
+    sidecar = path.with_suffix(".onnx.json")
+    if not sidecar.is_file():
+        raise ModelFileError(f"{path}: its metadata {sidecar.name} (input size, normalisation, classes) is missing; it is "
+                             "written beside model.onnx by the export - copy both files together")
+    try:
+        raw = sidecar.read_text()
+        model = OnnxModel(path)
+    except Exception as exc:  # onnxruntime raises its own exception types for invalid files
+        raise ModelFileError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                             "; export it again from the run directory") from exc
+    return model, raw
+
+
 def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Load ``model.ts`` (TorchScript) or ``model.pt2`` (torch.export) and its metadata.
+    """Load ``model.ts`` (TorchScript), ``model.pt2`` (torch.export) or ``model.onnx`` (ONNX, with
+    onnxruntime) and its metadata; the returned model maps a float tensor batch to logits.
 
     Raises:
-        ModelFileError: missing, corrupted, or not written by hwnas_darts.
+        ModelFileError: missing, corrupted, of another format than its name says, or not
+            written by hwnas_darts.
     """
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
+    kind = model_format(path)
     extra = {META_NAME: ""}
-    try:
-        if path.suffix == ".pt2":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ep = torch.export.load(str(path), extra_files=extra)
-            model = ep.module()
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
-        kind = "torch.export program" if path.suffix == ".pt2" else "TorchScript"
-        raise ModelFileError(f"{path} is not a readable {kind} file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                             "it is corrupted or not a model file - export it again from the run directory") from exc
-    raw = extra[META_NAME]
+    if kind == "onnx":
+        model, raw = _load_onnx(path)
+    else:
+        try:
+            if kind == "program":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ep = torch.export.load(str(path), extra_files=extra)
+                model = ep.module()
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError, EOFError) as exc:
+            raise ModelFileError(f"{path} is not a readable {_FORMAT_NAMES[kind]} file ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0][:200]}); it is corrupted or not a model file - export it "
+                                 "again from the run directory") from exc
+        raw = extra[META_NAME]
     raw = raw.decode() if isinstance(raw, bytes) else raw
     if not raw:
         raise ModelFileError(f"{path} carries no {META_NAME}: it was not exported by hwnas_darts, so its input size "
@@ -70,7 +133,8 @@ def load_model(path: str | Path) -> tuple[Any, dict[str, Any]]:
             meta[key]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{path}: its {META_NAME} is damaged ({exc})") from exc
-    if path.suffix != ".pt2":  # an exported program is already in eval form (and refuses .eval())
+    meta["format_kind"] = kind
+    if kind == "torchscript":  # an exported program is already in eval form (and refuses .eval())
         model.eval()
     return model, meta
 
@@ -204,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m hwnas_darts.predict",
                                  description="Classify images with an exported hwnas_darts model.")
-    ap.add_argument("--model", required=True, help="model.ts or model.pt2 from a run directory")
+    ap.add_argument("--model", required=True, help="model.ts, model.pt2 or model.onnx from a run directory")
     ap.add_argument("inputs", nargs="+", help="images, IDX files (e.g. t10k-images-idx3-ubyte.gz) or directories")
     ap.add_argument("--labels", help="IDX label file: print the accuracy of the predictions")
     ap.add_argument("--output", help="write predictions to FILE.csv or FILE.json instead of printing them")

@@ -19,7 +19,7 @@ from torch import nn
 from .errors import HwnasError
 from .hardware.lut import LatencyTable, measure_row
 from .hardware.measure import MeasureSettings, measure_modules
-from .hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, count_params, intensity
+from .hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, count_params, eval_mode, intensity
 from .network import TaskNetwork
 
 __all__ = ["profile_network", "profile_layers", "peak_memory", "main"]
@@ -43,11 +43,8 @@ def peak_memory(module: nn.Module, input_shape: tuple[int, ...], settings: Measu
                 "activation_peak_bytes": int(torch.cuda.max_memory_allocated() - base), "param_bytes": params}
     x = torch.randn(settings.batch_size, *input_shape)
     counter = ByteCounter()
-    was = module.training
-    module.eval()
-    with torch.inference_mode(), counter:
+    with eval_mode(module), torch.inference_mode(), counter:
         module(x)
-    module.train(was)
     act = int(counter.peak_bytes)
     return {"peak_bytes": act + params + x.numel() * x.element_size(), "activation_peak_bytes": act, "param_bytes": params}
 
@@ -86,7 +83,6 @@ def profile_network(net: nn.Module, input_shape: tuple[int, ...], settings: Meas
     Latencies are measured like the table's rows (same reference normalisation when the table
     uses one), so they compare directly with ``predicted_ms``.
     """
-    net = net.eval()
     nominal = table.reference_nominal if table is not None else None
     batch1 = MeasureSettings(**{**settings.__dict__, "batch_size": 1})
     x = torch.randn(settings.batch_size, *input_shape)
@@ -123,6 +119,27 @@ def profile_network(net: nn.Module, input_shape: tuple[int, ...], settings: Meas
     if layers and isinstance(net, TaskNetwork):
         out["layers"] = profile_layers(net, table, settings)
     return out
+
+
+def _plan_network(meta: dict[str, Any], run_dir: Path, config: str | None) -> TaskNetwork | None:
+    """The eager network of an exported model's embedded architecture, when its run directory's
+    config (or ``config``) describes the same space; for the per-layer table of a model file."""
+    from .config import load_config
+    from .network import build_network
+    from .space.arch import Arch
+    from .space.space import SearchSpace
+
+    cfg_path = Path(config) if config else run_dir / "config.yaml"
+    if not meta.get("arch") or not cfg_path.is_file():
+        return None
+    try:
+        space = SearchSpace.from_config(load_config(cfg_path))
+        if meta.get("space_id") not in (None, space.space_id):
+            return None
+        return build_network(space, Arch.from_string(meta["arch"]))
+    except HwnasError as exc:
+        _logger.info("no per-layer table: %s", exc)
+        return None
 
 
 def _load_model_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -183,10 +200,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             prof["arch"] = arch.to_string()
         else:
             model, meta = _load_model_file(target)
-            settings = MeasureSettings(device=args.device or "cpu", batch_size=args.batch or 32)
+            if meta.get("format_kind") == "onnx":
+                raise HwnasError(f"{target}: profiling an ONNX model is not supported (onnxruntime has no dispatcher to "
+                                 "count MACs and bytes on); profile model.ts, model.pt2 or arch.json of the same run")
+            cfg_path = Path(args.config) if args.config else run_dir / "config.yaml"
+            if cfg_path.is_file():  # measure as the run measured (threads, memory format, reference)
+                cfg = load_config(cfg_path)
+                overrides_hw(cfg, args)
+                settings = MeasureSettings.from_config(cfg.hardware)
+            else:
+                settings = MeasureSettings(device=args.device or "cpu", batch_size=args.batch or 32)
             shape = tuple(meta["input_shape"])
-            prof = profile_network(model, shape, settings, table if table and not table.mismatches(settings.record()) else None)
+            usable = table if table is not None and not table.mismatches(settings.record()) else None
+            prof = profile_network(model, shape, settings, usable, layers=False)
             prof["arch"] = meta.get("arch")
+            prof["format"] = {".ts": "torchscript", ".pt2": "torch.export program"}.get(target.suffix, target.suffix)
+            plan_net = _plan_network(meta, run_dir, args.config)
+            if plan_net is not None:
+                prof["layers"] = profile_layers(plan_net, usable, settings)
+                prof["layers_source"] = "the model's embedded architecture rebuilt from the run's config"
+            else:
+                prof["layers_source"] = ("not available: the exported file has no layer structure and no config.yaml "
+                                         "of its space was found (pass --config)")
         print_profile(prof)
         if args.json_out:
             atomic_write_json(args.json_out, prof)
@@ -222,6 +257,8 @@ def print_profile(prof: dict[str, Any]) -> None:
             lt.add_row(r["layer"], r["op"], "x".join(map(str, r["input"])), f"{r['macs']:,}", f"{r['bytes']:,}",
                        f"{r['intensity']:.2f}", f"{r['latency_ms']:.3f}", f"{100 * r['share']:.1f}%")
         con.print(lt)
+    elif prof.get("layers_source"):
+        con.print(f"per-layer table: {prof['layers_source']}")
 
 
 if __name__ == "__main__":

@@ -154,7 +154,11 @@ class MeasureSettings:
 
     def prepare(self, module: nn.Module, shape: tuple[int, ...]) -> tuple[nn.Module, torch.Tensor]:
         """Move ``module`` to the device/dtype/memory format and make an input batch of ``shape``."""
-        module = module.eval().to(self.device, self.torch_dtype)
+        try:
+            module = module.eval()
+        except (NotImplementedError, RuntimeError):  # an exported program's module is already in eval form
+            pass
+        module = module.to(self.device, self.torch_dtype)
         x = torch.randn(*shape, device=self.device, dtype=self.torch_dtype)
         if self.channels_last and x.dim() == 4:
             module = module.to(memory_format=torch.channels_last)

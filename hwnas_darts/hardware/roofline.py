@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
 import weakref
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -32,6 +33,8 @@ __all__ = [
     "Roofline",
     "ByteCounter",
     "count_macs",
+    "count_macs_dispatch",
+    "eval_mode",
     "count_bytes",
     "count_params",
     "intensity",
@@ -55,21 +58,57 @@ def _mac_handles() -> dict[str, Any]:
     }
 
 
-def count_macs(module: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-accumulates of ``module(x)`` (conv, linear, matmul), counted by fvcore."""
+@contextlib.contextmanager
+def eval_mode(module: Any) -> Iterator[None]:
+    """Eval mode for the duration, restored afterwards; a no-op for modules that cannot switch
+    (a ``torch.export`` program's module refuses ``.eval()``; it is exported in eval form)."""
+    was = getattr(module, "training", False)
+    try:
+        module.eval()
+        switched = True
+    except (NotImplementedError, RuntimeError, AttributeError):
+        switched = False
+    try:
+        yield
+    finally:
+        if switched:
+            module.train(was)
+
+
+def _is_plain_module(module: Any) -> bool:
+    """A regular eager ``nn.Module`` (forward hooks work), not TorchScript or an exported program."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    return not type(module).__name__.endswith("GraphModule") or not hasattr(module, "graph")
+
+
+def count_macs_dispatch(module: Any, x: torch.Tensor) -> int:
+    """Multiply-accumulates of ``module(x)`` counted at the dispatcher (``FlopCounterMode``): works
+    for eager modules, TorchScript and ``torch.export`` programs alike (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with eval_mode(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            module(x)
+    return int(counter.get_total_flops() // 2)
+
+
+def count_macs(module: Any, x: torch.Tensor) -> int:
+    """Multiply-accumulates of ``module(x)`` (conv, linear, matmul): counted by fvcore for eager
+    modules, at the dispatcher for TorchScript and exported programs (fvcore's hooks need an
+    eager module)."""
+    if not _is_plain_module(module):
+        return count_macs_dispatch(module, x)
     from fvcore.nn.jit_analysis import JitModelAnalysis
 
-    was_training = module.training
-    module.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            analysis = JitModelAnalysis(module, (x,)).set_op_handle(**_mac_handles())
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            with torch.no_grad():
-                return int(analysis.total())
-    finally:
-        module.train(was_training)
+    with eval_mode(module), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        analysis = JitModelAnalysis(module, (x,)).set_op_handle(**_mac_handles())
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        with torch.no_grad():
+            return int(analysis.total())
 
 
 def count_params(module: nn.Module) -> int:
@@ -130,17 +169,13 @@ class ByteCounter(TorchDispatchMode):
         return out
 
 
-def count_bytes(module: nn.Module, x: torch.Tensor) -> int:
+def count_bytes(module: Any, x: torch.Tensor) -> int:
     """Bytes moved by an unfused eval-mode forward of ``module(x)``."""
-    was_training = module.training
-    module.eval()
-    try:
+    with eval_mode(module):
         counter = ByteCounter()
         with torch.inference_mode(), counter:
             module(x)
         return int(counter.bytes)
-    finally:
-        module.train(was_training)
 
 
 def intensity(macs: float, nbytes: float) -> float:
