@@ -228,6 +228,9 @@ class Pipeline:
         from .hardware.measure import MeasureSettings
         from .space.space import SearchSpace
 
+        from .hardware.measure import tune_allocator
+
+        tune_allocator()  # the allocator regime the latency table describes (and faster CPU training)
         self.space = SearchSpace.from_config(self.cfg)
         self.settings = MeasureSettings.from_config(self.cfg.hardware)
         self.ctx["config_yaml"] = config_to_yaml(self.cfg)

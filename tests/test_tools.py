@@ -34,3 +34,38 @@ def test_compare_search_smoke(tmp_path):
     assert methods == {"hw", "flops", "random", "hand"}
     assert set(study["hypervolume"]) == methods
     assert (tmp_path / "s" / "study.png").is_file() and "Hypervolume" in (tmp_path / "s" / "study.md").read_text()
+
+
+def test_gpu_check_cpu_dry_run(tmp_path):
+    """tools/gpu_check.py on tiny shapes on the CPU: every part runs (or says why it is skipped),
+    so the GPU check cannot rot while no GPU is lent."""
+    out = tmp_path / "g"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--device", "cpu", "--tiny", "--out",
+                           str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    rep = json.loads((out / "gpu_check.json").read_text())
+    assert proc.returncode == 0, json.dumps({k: (v["status"], v.get("error")) for k, v in rep["parts"].items()})[-3000:]
+    parts = rep["parts"]
+    assert list(parts) == ["roofline", "lut", "search", "fit", "ddp"]
+    assert {p["status"] for p in parts.values()} <= {"ok", "skipped"}
+    assert parts["roofline"]["result"]["float32"]["ridge_flop_per_byte"] > 0
+    lut = parts["lut"]["result"]
+    assert (out / lut["eager"]["table"]).is_file() and "skipped" in lut["cuda_graph"]
+    assert lut["eager"]["learned"]["n"] == 4 and lut["eager"]["repeatability"]["n"] == 4
+    assert set(parts["search"]["result"]) == {"fp32_contiguous", "fp32_channels_last", "bf16_contiguous",
+                                              "bf16_channels_last"}
+    fit = parts["fit"]["result"]
+    assert fit["metrics"]["test_accuracy"] is not None and all(e["ok"] for e in fit["exports"])
+    assert "two CUDA GPUs" in parts["ddp"]["result"]["skipped"]
+    assert rep["total_seconds"] < 300
+
+
+def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--out", str(tmp_path / "g")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "no CUDA device here" in proc.stderr

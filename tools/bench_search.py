@@ -68,13 +68,6 @@ def search_iteration(net: SuperNet, w_opt, a_opt, batch) -> None:
         a.requires_grad_(True)
 
 
-def make_floor(space, arch, channels_last: bool = False):
-    net = build_network(space, arch).train()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-
 def floor_iteration(net, opt, batch) -> None:
     (x, y), (xv, yv) = batch
     for xx, yy in ((xv, yv), (x, y)):
@@ -83,65 +76,98 @@ def floor_iteration(net, opt, batch) -> None:
         opt.step()
 
 
-def _channels_last(batch):
+def _to(batch, device, channels_last: bool):
     (x, y), (xv, yv) = batch
-    cl = torch.channels_last
-    return (x.contiguous(memory_format=cl), y), (xv.contiguous(memory_format=cl), yv)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return ((x.to(device).contiguous(memory_format=fmt), y.to(device)),
+            (xv.to(device).contiguous(memory_format=fmt), yv.to(device)))
 
 
-def _peak(fn) -> int:
+def _peak(fn, device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - base)
     counter = ByteCounter()
     with counter:
         fn()
     return counter.peak_bytes
 
 
-def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, relaxations: list[str]) -> dict:
+def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, relaxations: list[str],
+          device: str = "cpu", bf16: bool = False, channels_last: bool | None = None) -> dict:
+    """Median time and peak memory per search iteration for each relaxation and the floor.
+
+    ``device``: cpu or cuda; ``bf16``: autocast to bfloat16 (the GPU's training precision);
+    ``channels_last``: NHWC training (default: the config's ``trainer.channels_last``).
+    """
     cfg = load_config(cfg_path, overrides)
     space = SearchSpace.from_config(cfg)
+    dev = torch.device(device)
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
     dm.setup()
-    batches = _batches(dm, iters + warmup)
-    cl = cfg.trainer.channels_last  # measured in the memory format the search trains in
-    if cl:
-        batches = [_channels_last(b) for b in batches]
+    cl = cfg.trainer.channels_last if channels_last is None else channels_last
+    batches = [_to(b, dev, cl) for b in _batches(dm, iters + warmup)]
     torch.manual_seed(cfg.seed)
     results: dict = {"config": cfg_path or "default", "batch_size": cfg.data.batch_size, "threads": torch.get_num_threads(),
-                     "space": repr(space), "iterations": iters, "channels_last": cl, "relaxations": {}}
+                     "space": repr(space), "iterations": iters, "channels_last": cl, "device": str(dev), "bf16": bf16,
+                     "relaxations": {}}
+    fmt = torch.channels_last if cl else torch.contiguous_format
     nets = {}
     for mode in relaxations:
-        net = SuperNet(space, mode, tau=1.0).train()
-        if cl:
-            net = net.to(memory_format=torch.channels_last)
+        net = SuperNet(space, mode, tau=1.0).train().to(dev, memory_format=fmt)
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.01, momentum=0.9)
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.01)
         nets[mode] = (net, w_opt, a_opt)
-    floors = [make_floor(space, space.sample(seed=1000 + i), cl) for i in range(iters + warmup)]
+    floors = []
+    for i in range(iters + warmup):
+        net = build_network(space, space.sample(seed=1000 + i)).train().to(dev, memory_format=fmt)
+        floors.append((net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)))
+
+    def timed(fn) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - t0
+
     times: dict[str, list[float]] = {m: [] for m in relaxations}
     times["floor"] = []
     # interleave: every iteration measures each method once, so drift hits all of them alike
     for i, batch in enumerate(batches):
         for mode in relaxations:
             net, w_opt, a_opt = nets[mode]
-            t0 = time.perf_counter()
-            search_iteration(net, w_opt, a_opt, batch)
+            t = timed(lambda: search_iteration(net, w_opt, a_opt, batch))
             if i >= warmup:
-                times[mode].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        floor_iteration(*floors[i], batch)
+                times[mode].append(t)
+        t = timed(lambda: floor_iteration(*floors[i], batch))
         if i >= warmup:
-            times["floor"].append(time.perf_counter() - t0)
+            times["floor"].append(t)
     floor = statistics.median(times["floor"])
     results["floor_s"] = floor
+
+    def amp(fn):
+        def run():
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                fn()
+        return run
+
     # memory: one step of each (single path: the sampled subnet; floor: a subnet)
-    mem_floor = statistics.median(_peak(lambda f=f, b=b: floor_iteration(*f, b)) for f, b in zip(floors[:3], batches[:3]))
+    mem_floor = statistics.median(_peak(amp(lambda f=f, b=b: floor_iteration(*f, b)), dev)
+                                  for f, b in zip(floors[:3], batches[:3]))
     results["floor_peak_bytes"] = mem_floor
     for mode in relaxations:
         net, w_opt, a_opt = nets[mode]
         med = statistics.median(times[mode])
-        mem = statistics.median(_peak(lambda b=b: search_iteration(net, w_opt, a_opt, b)) for b in batches[:3])
+        mem = statistics.median(_peak(amp(lambda b=b: search_iteration(net, w_opt, a_opt, b)), dev) for b in batches[:3])
         results["relaxations"][mode] = {"iteration_s": med, "ratio_to_floor": med / floor, "peak_bytes": mem,
-                                        "memory_ratio_to_floor": mem / mem_floor}
+                                        "memory_ratio_to_floor": mem / max(mem_floor, 1)}
     if "softmax" in results["relaxations"]:
         results["all_path_s"] = results["relaxations"]["softmax"]["iteration_s"]
     return results
@@ -154,10 +180,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--relaxations", default="single_path,gumbel,softmax")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU training precision)")
     ap.add_argument("--run", help="also print the stage times of this fit run directory (state.json, lut.json)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    res = bench(args.config, args.overrides, args.iters, args.warmup, args.relaxations.split(","))
+    res = bench(args.config, args.overrides, args.iters, args.warmup, args.relaxations.split(","), args.device, args.bf16)
     print(f"{res['space']}; batch {res['batch_size']}, {res['threads']} threads, {res['iterations']} iterations, "
           f"channels_last={res['channels_last']}")
     print(f"floor (one sampled subnet, fwd+bwd on a train and a val batch): {res['floor_s'] * 1e3:.1f} ms, "

@@ -41,7 +41,8 @@ __all__ = ["LUT_SCHEMA_VERSION", "Row", "LatencyTable", "measure_row", "build_ta
 _logger = logging.getLogger(__name__)
 
 LUT_SCHEMA_VERSION = 2  # 2: two reference workloads, per-row calibration
-DEVICE_FIELDS = ("kind", "name", "torch", "dtype", "batch_size", "threads", "memory_format", "mode", "reference")
+DEVICE_FIELDS = ("kind", "name", "torch", "dtype", "batch_size", "threads", "memory_format", "mode", "reference",
+                 "allocator")
 
 
 @dataclass

@@ -73,6 +73,45 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(ident)})" if ident else name
 
 
+#: glibc mallopt parameters: allocations up to 32 MiB from the heap, freed memory kept (no trimming)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TUNED_MMAP, _TUNED_TRIM = 32 * 2**20, 1 << 30
+_ALLOCATOR_STATE: dict[str, str] = {}
+
+
+def tune_allocator() -> str:
+    """Put glibc's allocator into a fixed, warm regime for this process; returns the regime's name.
+
+    With glibc's defaults, large activation buffers (a batch of expanded 28x28 feature maps is
+    several MB) are served by ``mmap`` or trimmed back to the OS after use, depending on a
+    threshold that adapts to the process's allocation history: the same memory-bound op then runs
+    2-3x slower in one process than in another (measured: an MBConv block at 28x28, batch 32,
+    13-15 ms with the defaults, 4-6 ms tuned, in fresh processes). Fixing the thresholds (what
+    ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` do from the environment)
+    makes latencies reproducible and is what a deployment should use too (or jemalloc/tcmalloc).
+    Returns ``"glibc-tuned"``, or ``"system"`` where glibc's ``mallopt`` is not available.
+    """
+    if "regime" in _ALLOCATOR_STATE:
+        return _ALLOCATOR_STATE["regime"]
+    regime = "system"
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        if libc.mallopt(_M_MMAP_THRESHOLD, _TUNED_MMAP) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TUNED_TRIM) == 1:
+            regime = "glibc-tuned"
+    except (OSError, AttributeError):  # pragma: no cover - not glibc (macOS, musl, Windows)
+        pass
+    _ALLOCATOR_STATE["regime"] = regime
+    return regime
+
+
+def allocator_regime() -> str:
+    """The allocator regime this process's CPU timings run under (tuning it if not done yet)."""
+    return tune_allocator()
+
+
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -96,6 +135,7 @@ class MeasureSettings:
     rounds: int = 4  # CUDA: interleaved rounds of event-timed blocks
     reference: bool | None = None
     burst_time: float = 0.002  # CPU: calls of one item per cycle last at least this long (seconds)
+    warm_call: bool = True  # CPU: one untimed call of an item right before its timed burst in each cycle
     max_cycles: int = 2000
 
     def __post_init__(self):
@@ -150,6 +190,7 @@ class MeasureSettings:
             "memory_format": "channels_last" if self.channels_last else "contiguous",
             "mode": self.mode,
             "reference": REFERENCE_VERSION if self.use_reference else None,
+            "allocator": None if self.is_cuda else allocator_regime(),
         }
 
     def prepare(self, module: nn.Module, shape: tuple[int, ...]) -> tuple[nn.Module, torch.Tensor]:
@@ -402,12 +443,16 @@ def _round_robin_cpu(runners: list[Callable[[], Any]], ref_runs: dict[str, Calla
             seq = order if c % 2 == 0 else order[::-1]
             for name, run in ref_runs.items():
                 k = ref_reps[name]
+                if settings.warm_call:
+                    run()
                 t0 = clock()
                 for _ in range(k):
                     run()
                 refs[name].append((clock() - t0) * 1e3 / k)
             for i in seq:
                 k, run = reps[i], runners[i]
+                if settings.warm_call:
+                    run()  # the item's weights and buffers back in cache: timed as a deployed network runs
                 t0 = clock()
                 for _ in range(k):
                     run()
@@ -473,6 +518,7 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
     """
     if settings.is_cuda:
         return _measure_modules_cuda(items, settings, progress), None
+    tune_allocator()
     use_ref = settings.use_reference
     with torch.inference_mode():
         runners = [_runner(m, shape, settings) for m, shape in items]
