@@ -31,6 +31,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -110,6 +111,10 @@ def resolve_config(args: argparse.Namespace, overrides: list[str]) -> Config:
 # --------------------------------------------------------------------------------------------
 # Run state
 # --------------------------------------------------------------------------------------------
+#: largest relative latency noise that derive treats as a tie band (beyond it the machine was busy)
+MAX_TIE_NOISE = 0.10
+
+
 class RunState:
     """``state.json``: which stages are done, their timings and small results."""
 
@@ -440,6 +445,11 @@ class Pipeline:
             halves = sorted(t.half_disagreement for t in timings if t.half_disagreement is not None)
             # the full measurement's relative noise is about half its halves' disagreement
             noise = max(dc.noise_floor, halves[len(halves) // 2] / 2.0 if halves else 0.0)
+            if noise > MAX_TIE_NOISE:
+                _logger.warning("the candidates' latency measurement disagrees with itself by %.0f%% between its halves: "
+                                "the machine was busy. Close calls within +-%.0f%% go to the predicted latency",
+                                200 * noise, 100 * MAX_TIE_NOISE)
+                noise = MAX_TIE_NOISE
             for c, t in zip(cands, timings):
                 c.extra["latency_halves_ms"] = list(t.half_medians_ms) if t.half_medians_ms else None
         else:
@@ -554,8 +564,11 @@ class Pipeline:
                                 limit_val_batches=val_batches)
         dm.setup()
         val_loader = None if self.cfg.retrain.full_train else dm.archval_dataloader()
-        trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=val_loader,
-                    ckpt_path=self._last_ckpt("retrain"))
+        with warnings.catch_warnings():
+            # full_train retrains on every training image: no validation split exists, as intended
+            warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
+            trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=val_loader,
+                        ckpt_path=self._last_ckpt("retrain"))
         self.dm = dm
         if not self.leader:
             return

@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hwnas_darts.profile",
                                 description="Profile an architecture (arch.json) or an exported model (model.ts / model.pt2).")
     p.add_argument("target", help="arch.json (its run directory's config.yaml is used) or model.ts / model.pt2")
-    p.add_argument("--config", help="config YAML for an arch.json outside a run directory")
+    p.add_argument("--config", help="config YAML of the space, for an arch.json or a model file outside its run directory")
     p.add_argument("--lut", help="latency table (default: the run directory's lut.json, if any)")
     p.add_argument("--device", help="override hardware.device (cpu, cuda)")
     p.add_argument("--batch", type=int, help="override hardware.batch_size")

@@ -4,7 +4,7 @@ For each searchable layer of a config's space, lists the candidates with MACs pe
 intensity I, efficiency E and latency, sorted by latency, and counts the pairs where an op with
 *more* MACs runs *faster* than another (the patent's observation that FLOPs mislead).
 
-    python tools/op_tradeoffs.py configs/luts/cpu-amd-epyc-2threads-fashion_mnist.json [--config CFG] [--act relu]
+    python tools/op_tradeoffs.py configs/luts/cpu-amd-epyc-zen3-2threads-fashion_mnist.json [--config CFG] [--act relu]
 """
 
 from __future__ import annotations
