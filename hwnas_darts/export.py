@@ -17,6 +17,7 @@ predicted classes are recorded. A file that fails is deleted and the reason is r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -192,6 +193,20 @@ def onnx_available() -> str | None:
     return None if not missing else ", ".join(missing)
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the given loggers (and their children's effective level) to ERROR for the duration."""
+    loggers = [logging.getLogger(n) for n in names]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)
+
+
 def export_onnx(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int, ...], meta: dict[str, Any],
                 export_batch: int = 2, verify_batch: int = 3, atol: float = 1e-4) -> ExportResult:
     """ONNX (dynamo exporter, dynamic batch), verified with onnxruntime; metadata in a sidecar JSON."""
@@ -204,10 +219,14 @@ def export_onnx(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int,
     tmp = _tmp_for(dest)
     try:
         example = torch.randn(max(2, export_batch), *input_shape)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
+            # verbose=False: no step-by-step progress lines; the quiet loggers drop the exporter's
+            # "torchvision is not installed. Skipping torchvision::nms" notes (this package has no
+            # torchvision ops, so they say nothing to the user)
             torch.onnx.export(net, (example,), str(tmp), input_names=["input"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True)
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True,
+                              verbose=False)
         res = _finish("onnx", tmp, dest, net, verify_batch, input_shape, atol)
         if res.ok:
             from .io import atomic_write_bytes

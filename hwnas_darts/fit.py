@@ -640,7 +640,8 @@ class Pipeline:
         size = self._input_size()
         meta = {"arch": self.arch.to_string(), "space_id": self.space.space_id, "dataset": info.name,
                 "input_shape": [self.space.in_channels, size, size], "mean": list(mean), "std": list(std),
-                "class_names": list(info.class_names), "num_classes": self.space.num_classes}
+                "class_names": list(info.class_names), "num_classes": self.space.num_classes,
+                "params": sum(p.numel() for p in self.net.parameters())}
         e = self.cfg.export
         results = export_all(self.net, self.run_dir, tuple(meta["input_shape"]), meta, e.torchscript, e.program, e.onnx,
                              e.verify_batch, channels_last=self.cfg.hardware.channels_last)

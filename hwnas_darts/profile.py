@@ -214,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             usable = table if table is not None and not table.mismatches(settings.record()) else None
             prof = profile_network(model, shape, settings, usable, layers=False)
             prof["arch"] = meta.get("arch")
+            if meta.get("params") is not None:  # a frozen TorchScript module holds its weights as constants
+                prof["params"] = int(meta["params"])
             prof["format"] = {".ts": "torchscript", ".pt2": "torch.export program"}.get(target.suffix, target.suffix)
             plan_net = _plan_network(meta, run_dir, args.config)
             if plan_net is not None:

@@ -60,7 +60,9 @@ def test_close_calls_are_not_decided_by_timing_noise(tiny_space):
         score_candidates(cands, cfg, t)
         best = select_best(cands, noise=0.04, cfg=cfg, targets=t)
         chosen.append(best.arch)
-        assert best is cands[1] and best.extra["tie"] and "tie within the latency noise" in best.extra["chosen_by"]
+        assert best is cands[1]
+        if b_measured > t.latency:  # the noisy measurement put B over the target: a tie, decided on prediction
+            assert best.extra["tie"] and "tie within the latency noise" in best.extra["chosen_by"]
         assert not cands[2].extra.get("tie")  # clearly worse: not part of the tie
     assert chosen[0] == chosen[1]
     # without the noise model the two runs disagree - the failure this guards against

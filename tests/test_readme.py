@@ -106,7 +106,6 @@ def substitute(cmd: str, w: dict) -> str:
         ("runs/<name>", str(run)),
         ("configs/fashion_mnist.yaml", str(TINY)),
         ("configs/luts/my-cpu.json", str(base / "my-cpu.json")),
-        ("configs/", str(ROOT / "configs") + "/"),
         ("'s2dconv_n2_relu-conv_k3_relu-...'", TINY_ARCH),
         ("~/photos", str(base / "photos")),
         ("data.image_size=64", "data.image_size=16"),
@@ -117,13 +116,15 @@ def substitute(cmd: str, w: dict) -> str:
     ]
     for a, b in subs:
         cmd = cmd.replace(a, b)
+    cmd = re.sub(r"(?<![/\w])configs/", str(ROOT / "configs") + "/", cmd)
     args = shlex.split(cmd)
     if args[2] == "hwnas_darts.fit" and "--config" not in args and "--resume" not in args:
         args[3:3] = ["--config", str(TINY)]  # the default config's 15-minute run, on the tiny space
-    if args[2] == "hwnas_darts.lut" and len(args) > 3 and args[3] in ("probe",) and "--config" not in args:
-        args += ["--config", str(TINY)]
+    if args[2] == "hwnas_darts.lut" and len(args) > 3 and args[3] in ("probe", "validate") and "--config" not in args:
+        args[4:4] = ["--config", str(TINY)]  # the table built above is the tiny space's
     if args[2] == "hwnas_darts.fit" and "--print_config" not in args and "--resume" not in args:
-        args += ["trainer.progress=false"]
+        w["fits"] = w.get("fits", 0) + 1
+        args += ["--out", str(w["work"] / "runs" / f"readme{w['fits']}"), "trainer.progress=false"]
     return shlex.join(args)
 
 
