@@ -341,8 +341,8 @@ def test_measured_table_end_to_end(tiny_table, tiny_space):
 
 
 def test_validate_on_calibration_networks_agrees_with_the_fit_units(tiny_table, tiny_space, tiny_cfg):
-    """Re-measuring the table's own calibration networks (another call, later) must land on the
-    fit's scale: same units, no factor between the fit and a later measurement."""
+    """Re-measuring the table's own calibration networks (another call, later) lands on the fit's
+    scale - same units, anchored - and reproduces the fit's error, not a multiple of it."""
     import statistics
 
     from hwnas_darts.hardware.model import validate_model
@@ -353,9 +353,12 @@ def test_validate_on_calibration_networks_agrees_with_the_fit_units(tiny_table, 
     archs = [Arch.from_string(a) for a in tiny_table.calibration["archs"]]
     val = validate_model(model, tiny_space, settings, 0, 0, archs=archs)
     ratio = statistics.median(m / p for m, p in zip(val["measured_ms"], val["predicted_ms"]))
-    assert 0.75 < ratio < 1.33
+    # tiny networks timed for 20 ms each on a shared 2-core machine: loose bounds, but a unit
+    # mismatch (the 2x of a table used on another host, or ms vs us) falls far outside them
+    assert 0.67 < ratio < 1.5 and val["anchor_factor"] > 0
     refit = statistics.median(m / p for m, p in zip(tiny_table.calibration["measured_ms"], val["measured_ms"]))
-    assert 0.75 < refit < 1.33
+    assert 0.67 < refit < 1.5
+    assert val["learned"]["mape_pct"] < tiny_table.calibration["fit_mape_pct"] + 25
     assert val["unit"] == "ms at the table's reference speed"
 
 

@@ -152,7 +152,7 @@ def _fit_args(args, out: Path, lut: Path | None, extra: list[str]) -> list[str]:
     a = [sys.executable, "-m", "hwnas_darts.fit", "--config", str(cfg), "--out", str(out), "--overwrite",
          "logger.kind=none", "trainer.progress=false", "data.dataset=synthetic"]
     if args.tiny:
-        a += ["hardware.device=" + args.device, "trainer.accelerator=cpu"]
+        a += ["hardware.device=" + args.device, "trainer.accelerator=cpu", "derive.num_samples=1", "hardware.check_archs=3"]
     else:
         a += ["data.synthetic.size=32", "data.synthetic.channels=3", "data.synthetic.num_classes=10",
               "data.synthetic.num_train=4096", "data.synthetic.num_test=512", "data.num_workers=0",

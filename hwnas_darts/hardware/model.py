@@ -86,16 +86,58 @@ def arch_intensities(space: SearchSpace, archs: Sequence[Arch], table: LatencyTa
     return out
 
 
+#: calibration networks measured beside every later network measurement (units anchor)
+N_ANCHORS = 3
+
+
+def anchor_archs(table: LatencyTable, space: SearchSpace) -> tuple[list[Arch], list[float]]:
+    """The table's anchor networks: calibration networks of this space (fastest, median and
+    slowest of the fit) with the latencies stored when the table was calibrated."""
+    cal = table.calibration or {}
+    if cal.get("space_id") != space.space_id or len(cal.get("archs", [])) < N_ANCHORS:
+        return [], []
+    order = sorted(range(len(cal["archs"])), key=lambda i: cal["measured_ms"][i])
+    picks = [order[0], order[len(order) // 2], order[-1]][:N_ANCHORS]
+    return [Arch.from_string(cal["archs"][i]) for i in picks], [float(cal["measured_ms"][i]) for i in picks]
+
+
+def _scaled(t: Timing, f: float) -> Timing:
+    t.median_ms *= f
+    t.iqr_ms *= f
+    t.p90_ms *= f
+    t.mean_ms *= f
+    t.samples_ms = [v * f for v in t.samples_ms]
+    if t.half_medians_ms:
+        t.half_medians_ms = (t.half_medians_ms[0] * f, t.half_medians_ms[1] * f)
+    return t
+
+
 def measure_arch_timings(space: SearchSpace, archs: Sequence[Arch], settings: MeasureSettings,
-                         table: LatencyTable | None = None, progress: Callable[[int, int], None] | None = None
-                         ) -> list[Timing]:
-    """End-to-end timings of several architectures' networks, measured together (normalised like
-    ``table``'s rows when it uses reference workloads); each with the medians of its two halves."""
-    nets = [build_network(space, a) for a in archs]
+                         table: LatencyTable | None = None, progress: Callable[[int, int], None] | None = None,
+                         anchors: bool = True, info: dict[str, Any] | None = None) -> list[Timing]:
+    """End-to-end timings of several architectures' networks, measured together, in the table's
+    units; each with the medians of its two halves.
+
+    With a calibrated ``table`` (and ``anchors``), three of its calibration networks are measured
+    in the same cycles, and every timing is scaled by ``median(stored / measured now)`` of those
+    anchors: whatever drift the two reference workloads miss between the table's build and now
+    (a neighbour filling the shared cache slows multi-megabyte networks more than the small
+    references) cancels, because the anchors are networks of the same kind. ``info`` receives
+    the ``anchor_factor``.
+    """
+    archs = list(archs)
+    extra, stored = anchor_archs(table, space) if (table is not None and anchors) else ([], [])
+    nets = [build_network(space, a) for a in archs + extra]
     items = [(n, n.input_shape) for n in nets]
-    if table is not None:
-        return table.measure(items, settings, progress, intensities=arch_intensities(space, archs, table))
-    timings, _ = measure_modules(items, settings, progress)
+    if table is None:
+        timings, _ = measure_modules(items, settings, progress)
+        return timings
+    timings = table.measure(items, settings, progress, intensities=arch_intensities(space, archs + extra, table))
+    if extra:
+        factor = float(np.median([s / t.median_ms for s, t in zip(stored, timings[len(archs):])]))
+        timings = [_scaled(t, factor) for t in timings[: len(archs)]]
+        if info is not None:
+            info["anchor_factor"] = factor
     return timings
 
 
@@ -384,7 +426,7 @@ def calibrate_and_validate(
     calib = space.sample_unique(n_calib, seed=seed * 1000 + 17)
     valid = space.sample_unique(n_valid, seed=seed * 1000 + 91, exclude=calib) if n_valid >= 3 else []
     timings = measure_arch_timings(space, calib + valid, settings, table,
-                                   (lambda d, t: progress("measure networks", d, t)) if progress else None)
+                                   (lambda d, t: progress("measure networks", d, t)) if progress else None, anchors=False)
     meas = [t.median_ms for t in timings]
     table.calibration = fit_calibration(model, calib, meas[: len(calib)], seed=seed)
     model = LatencyModel(table, space)
@@ -432,8 +474,10 @@ def validate_model(model: LatencyModel, space: SearchSpace, settings: MeasureSet
         cal_archs = [Arch.from_string(a) for a in (model.calibration or {}).get("archs", [])]
         archs = space.sample_unique(n, seed=seed, exclude=list(exclude) + cal_archs)
     t0 = time.perf_counter()
-    timings = measure_arch_timings(space, list(archs), settings, model.table, progress)
+    info: dict[str, Any] = {}
+    timings = measure_arch_timings(space, list(archs), settings, model.table, progress, info=info)
     out = validation_report(model, list(archs), timings)
+    out["anchor_factor"] = info.get("anchor_factor")
     out["seconds"] = round(time.perf_counter() - t0, 2)
     out["seed"] = seed
     return out

@@ -1,0 +1,89 @@
+"""Compare latency-model forms on held-out measurements: which one generalises?
+
+Refits each form on the table's own calibration networks (their stored end-to-end latencies)
+and scores it on the networks of one or more ``lut validate --json`` reports (other networks,
+measured in another process at another time):
+
+* ``table sum``: the plain sum of the table's rows;
+* ``intercept``: the sum plus a constant;
+* ``groups``: a scale per op family x stage, plus a constant (the previous model);
+* ``rows``: groups plus a per-row (layer x op) in-context correction - the shipped model, ridge
+  strengths chosen by cross-validation.
+
+    python tools/latency_models.py configs/luts/cpu-amd-epyc-zen3-2threads-fashion_mnist.json val1.json val2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hwnas_darts.config import load_config  # noqa: E402
+from hwnas_darts.hardware.lut import LatencyTable  # noqa: E402
+from hwnas_darts.hardware.model import LatencyModel, fit_calibration, rank_metrics  # noqa: E402
+from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
+
+#: (group ridge, row ridge) per form; None = cross-validated; a huge ridge switches a term off
+FORMS = {"intercept": (1e6, 1e6), "groups": (None, 1e6), "rows": None}
+
+
+def fit_form(table: LatencyTable, space: SearchSpace, form: str) -> LatencyModel:
+    cal = table.calibration
+    archs = [Arch.from_string(a) for a in cal["archs"]]
+    raw = LatencyModel(table, space, calibration={})
+    ridge = FORMS[form]
+    if ridge is not None and ridge[0] is None:  # groups: cross-validate the group ridge alone
+        best = None
+        for g in (0.001, 0.01, 0.1, 1.0):
+            c = fit_calibration(raw, archs, cal["measured_ms"], ridge=(g, 1e6))
+            loo = _cv(raw, archs, cal["measured_ms"], (g, 1e6))
+            if best is None or loo < best[0]:
+                best = (loo, c)
+        return LatencyModel(table, space, calibration=best[1])
+    return LatencyModel(table, space, calibration=fit_calibration(raw, archs, cal["measured_ms"], ridge=ridge))
+
+
+def _cv(raw, archs, meas, ridge, k: int = 5) -> float:
+    idx = np.random.default_rng(0).permutation(len(archs))
+    err = []
+    for part in (idx[i::k] for i in range(k)):
+        train = [i for i in idx if i not in set(part)]
+        c = fit_calibration(raw, [archs[i] for i in train], [meas[i] for i in train], ridge=ridge)
+        m = LatencyModel(raw.table, raw.space, calibration=c)
+        err += [abs(m.predict(archs[i]) - meas[i]) / meas[i] for i in part]
+    return float(np.mean(err))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("lut")
+    ap.add_argument("reports", nargs="+", help="lut validate --json outputs")
+    ap.add_argument("--config", help="config of the table's space (default: configs/fashion_mnist.yaml)")
+    args = ap.parse_args(argv)
+    table = LatencyTable.load(args.lut)
+    space = SearchSpace.from_config(load_config(args.config))
+    models = {form: fit_form(table, space, form) for form in FORMS}
+    print(f"{'report':28s} {'form':10s} {'Spearman':>8s} {'MAPE %':>7s} {'max %':>6s} {'<=10%':>6s}   noise %")
+    for rep_path in args.reports:
+        rep = json.loads(Path(rep_path).read_text())
+        archs = [Arch.from_string(a) for a in rep["archs"]]
+        meas = rep["measured_ms"]
+        noise = (rep.get("repeatability") or {}).get("noise_pct")
+        rows = {"table sum": [LatencyModel(table, space, calibration={}).predict(a) for a in archs]}
+        rows.update({form: [m.predict(a) for a in archs] for form, m in models.items()})
+        for form, pred in rows.items():
+            r = rank_metrics(pred, meas)
+            nz = f"{noise:.2f}" if noise is not None else "-"
+            print(f"{Path(rep_path).name:28s} {form:10s} {r['spearman']:8.3f} {r['mape_pct']:7.2f} {r['max_err_pct']:6.1f} "
+                  f"{100 * r['within_10pct']:5.0f}%   {nz}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
