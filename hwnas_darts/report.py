@@ -160,6 +160,14 @@ def plot_lut_validation(val: dict[str, Any], path: Path, check: dict[str, Any] |
     ax.scatter(m, val["predicted_raw_ms"], s=18, label=f"table sum (MAPE {val['table_sum']['mape_pct']:.1f}%)")
     ax.scatter(m, val["predicted_ms"], s=18, label=f"learned (MAPE {val['learned']['mape_pct']:.1f}%, "
                                                   f"Spearman {val['learned']['spearman']:.3f})")
+    halves = val.get("halves_ms") or []
+    if halves and all(h for h in halves):  # each network's two half-measurements: the noise floor, drawn
+        lo_err = [mm - min(h) for mm, h in zip(m, halves)]
+        hi_err = [max(h) - mm for mm, h in zip(m, halves)]
+        rep = val.get("repeatability") or {}
+        ax.errorbar(m, val["predicted_ms"], xerr=[[max(v, 0) for v in lo_err], [max(v, 0) for v in hi_err]], fmt="none",
+                    ecolor="tab:orange", alpha=0.6, lw=1,
+                    label=f"halves of each measurement (noise ~{rep.get('noise_pct', float('nan')):.1f}%)")
     if check and check.get("measured_ms"):
         m = m + check["measured_ms"]
         ax.scatter(check["measured_ms"], check["predicted_ms"], s=26, marker="x", color="tab:red",
@@ -170,7 +178,7 @@ def plot_lut_validation(val: dict[str, Any], path: Path, check: dict[str, Any] |
     ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="gray", alpha=0.15, label="+-10%")
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"latency model on {val['n']} held-out architectures")
+    ax.set_title(f"latency model on {val['n']} held-out architectures", fontsize=10)
     ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -340,7 +340,26 @@ def test_measured_table_end_to_end(tiny_table, tiny_space):
     assert tiny_table.validation["repeatability"]["n"] == 4 and tiny_table.reference_nominal
 
 
-def test_validate_on_calibration_networks_agrees_with_the_fit_units(tiny_table, tiny_space, tiny_cfg):
+QUIET = dict(batch_size=8, threads=1, min_run_time=0.08, warmup=2)  # longer, single-threaded: robust on a busy machine
+
+
+@pytest.fixture(scope="module")
+def quiet_table():
+    """A calibrated tiny table measured with :data:`QUIET` settings (once for this module)."""
+    from hwnas_darts.config import load_config
+    from hwnas_darts.lut import ensure_calibration
+    from hwnas_darts.space import SearchSpace
+
+    from .conftest import TINY
+
+    space = SearchSpace.from_config(load_config(TINY))
+    s = MeasureSettings(**QUIET)
+    table = build_table(space, s)
+    ensure_calibration(table, space, s, 10, 0, seed=0)
+    return table
+
+
+def test_validate_on_calibration_networks_agrees_with_the_fit_units(quiet_table, tiny_space):
     """Re-measuring the table's own calibration networks (another call, later) lands on the fit's
     scale - same units, anchored - and reproduces the fit's error, not a multiple of it."""
     import statistics
@@ -348,33 +367,33 @@ def test_validate_on_calibration_networks_agrees_with_the_fit_units(tiny_table, 
     from hwnas_darts.hardware.model import validate_model
     from hwnas_darts.space.arch import Arch
 
-    settings = MeasureSettings.from_config(tiny_cfg.hardware)
-    model = LatencyModel(tiny_table, tiny_space)
-    archs = [Arch.from_string(a) for a in tiny_table.calibration["archs"]]
+    settings = MeasureSettings(**QUIET)
+    model = LatencyModel(quiet_table, tiny_space)
+    archs = [Arch.from_string(a) for a in quiet_table.calibration["archs"]]
     val = validate_model(model, tiny_space, settings, 0, 0, archs=archs)
     ratio = statistics.median(m / p for m, p in zip(val["measured_ms"], val["predicted_ms"]))
     # tiny networks timed for 20 ms each on a shared 2-core machine: loose bounds, but a unit
     # mismatch (the 2x of a table used on another host, or ms vs us) falls far outside them
     assert 0.67 < ratio < 1.5 and val["anchor_factor"] > 0
-    refit = statistics.median(m / p for m, p in zip(tiny_table.calibration["measured_ms"], val["measured_ms"]))
+    refit = statistics.median(m / p for m, p in zip(quiet_table.calibration["measured_ms"], val["measured_ms"]))
     assert 0.67 < refit < 1.5
-    assert val["learned"]["mape_pct"] < tiny_table.calibration["fit_mape_pct"] + 25
+    assert val["learned"]["mape_pct"] < quiet_table.calibration["fit_mape_pct"] + 25
     assert val["unit"] == "ms at the table's reference speed"
 
 
-def test_run_check_flags_a_table_scaled_by_one_and_a_half(tiny_table, tiny_space, tiny_cfg):
+def test_run_check_flags_a_table_scaled_by_one_and_a_half(quiet_table, tiny_space):
     import copy
 
     from hwnas_darts.hardware.model import check_table
 
-    settings = MeasureSettings.from_config(tiny_cfg.hardware)
-    bad = copy.deepcopy(tiny_table)
+    settings = MeasureSettings(**QUIET)
+    bad = copy.deepcopy(quiet_table)
     for k, r in list(bad.rows.items()):
         bad.rows[k] = Row(k, r.latency_ms * 1.5, r.iqr_ms, r.p90_ms * 1.5, r.macs, r.bytes, r.params, r.samples_ms)
     bad.calibration = dict(bad.calibration, intercept_ms=bad.calibration["intercept_ms"] * 1.5)
     res = check_table(LatencyModel(bad, tiny_space), tiny_space, settings, 6, seed=5, tolerance_pct=20.0)
     assert not res["ok"] and res["median_ratio"] < 0.85
-    assert res["n"] == 6 and not set(res["archs"]) & set(tiny_table.calibration["archs"])  # fresh networks only
+    assert res["n"] == 6 and not set(res["archs"]) & set(quiet_table.calibration["archs"])  # fresh networks only
 
 
 def test_sharded_build_merges_rows_from_several_processes(tiny_space):

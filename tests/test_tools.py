@@ -51,12 +51,13 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     lut = parts["lut"]["result"]
     assert (out / lut["eager"]["table"]).is_file() and "skipped" in lut["cuda_graph"]
     assert lut["eager"]["learned"]["n"] == 4 and lut["eager"]["repeatability"]["n"] == 4
-    assert set(parts["search"]["result"]) == {"fp32_contiguous", "fp32_channels_last", "bf16_contiguous",
-                                              "bf16_channels_last"}
+    search = parts["search"]["result"]
+    assert search["fp32_contiguous"]["single_path"]["ms"] > 0 and search["fp32_channels_last"]["softmax"]["x_floor"] > 0
+    assert "CUDA only" in search["bf16_contiguous"]["skipped"]
     fit = parts["fit"]["result"]
     assert fit["metrics"]["test_accuracy"] is not None and all(e["ok"] for e in fit["exports"])
     assert "two CUDA GPUs" in parts["ddp"]["result"]["skipped"]
-    assert rep["total_seconds"] < 300
+    assert rep["total_seconds"] < 600
 
 
 def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
