@@ -20,8 +20,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas_darts.config import load_config  # noqa: E402
@@ -34,30 +32,15 @@ FORMS = {"intercept": (1e6, 1e6), "groups": (None, 1e6), "rows": None}
 
 
 def fit_form(table: LatencyTable, space: SearchSpace, form: str) -> LatencyModel:
+    """The form refitted on the table's calibration networks (cross-validated ridges, same folds
+    as the shipped fit; a huge ridge switches a term off)."""
     cal = table.calibration
     archs = [Arch.from_string(a) for a in cal["archs"]]
     raw = LatencyModel(table, space, calibration={})
     ridge = FORMS[form]
-    if ridge is not None and ridge[0] is None:  # groups: cross-validate the group ridge alone
-        best = None
-        for g in (0.001, 0.01, 0.1, 1.0):
-            c = fit_calibration(raw, archs, cal["measured_ms"], ridge=(g, 1e6))
-            loo = _cv(raw, archs, cal["measured_ms"], (g, 1e6))
-            if best is None or loo < best[0]:
-                best = (loo, c)
-        return LatencyModel(table, space, calibration=best[1])
-    return LatencyModel(table, space, calibration=fit_calibration(raw, archs, cal["measured_ms"], ridge=ridge))
-
-
-def _cv(raw, archs, meas, ridge, k: int = 5) -> float:
-    idx = np.random.default_rng(0).permutation(len(archs))
-    err = []
-    for part in (idx[i::k] for i in range(k)):
-        train = [i for i in idx if i not in set(part)]
-        c = fit_calibration(raw, [archs[i] for i in train], [meas[i] for i in train], ridge=ridge)
-        m = LatencyModel(raw.table, raw.space, calibration=c)
-        err += [abs(m.predict(archs[i]) - meas[i]) / meas[i] for i in part]
-    return float(np.mean(err))
+    grid = [(g, 1e6) for g in (0.001, 0.01, 0.1, 1.0)] if ridge == (None, 1e6) else ()
+    fitted = fit_calibration(raw, archs, cal["measured_ms"], ridge=None if grid else ridge, grid=grid)
+    return LatencyModel(table, space, calibration=fitted)
 
 
 def main(argv=None) -> int:

@@ -107,11 +107,6 @@ def tune_allocator() -> str:
     return regime
 
 
-def allocator_regime() -> str:
-    """The allocator regime this process's CPU timings run under (tuning it if not done yet)."""
-    return tune_allocator()
-
-
 def device_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -190,7 +185,7 @@ class MeasureSettings:
             "memory_format": "channels_last" if self.channels_last else "contiguous",
             "mode": self.mode,
             "reference": REFERENCE_VERSION if self.use_reference else None,
-            "allocator": None if self.is_cuda else allocator_regime(),
+            "allocator": None if self.is_cuda else tune_allocator(),
         }
 
     def prepare(self, module: nn.Module, shape: tuple[int, ...]) -> tuple[nn.Module, torch.Tensor]:

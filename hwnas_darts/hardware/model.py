@@ -317,7 +317,8 @@ def _solve(x: np.ndarray, offset: np.ndarray, y: np.ndarray, n_groups: int, ridg
 
 
 def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Sequence[float],
-                    ridge: tuple[float, float] | None = None, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+                    ridge: tuple[float, float] | None = None, folds: int = 5, seed: int = 0,
+                    grid: Sequence[tuple[float, float]] = ()) -> dict[str, Any]:
     """Fit group scales and per-row in-context corrections on whole-network measurements.
 
     Args:
@@ -325,7 +326,7 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
         archs: the calibration networks; ``measured_ms`` their end-to-end latencies (normalised
             like the table's rows).
         ridge: ``(group, row)`` ridge strengths; ``None`` chooses them by ``folds``-fold
-            cross-validation (mean relative error) from :data:`RIDGE_GRID`.
+            cross-validation (mean relative error) from ``grid`` (default :data:`RIDGE_GRID`).
     """
     if len(archs) != len(measured_ms) or len(archs) < 3:
         raise ValueError(f"calibration needs >= 3 measured architectures, got {len(archs)}")
@@ -341,7 +342,7 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
         order = np.random.default_rng(seed).permutation(len(y))
         parts = [order[i::k] for i in range(k)]
         best = None
-        for lg, lr in RIDGE_GRID:
+        for lg, lr in (grid or RIDGE_GRID):
             err = []
             for part in parts:
                 train = np.setdiff1d(order, part)
