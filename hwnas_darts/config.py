@@ -200,6 +200,7 @@ class HardwareConfig:
     lut: str | None = "auto"
     allow_mismatch: bool = False
     min_run_time: float = 0.4
+    processes: int = 3
     rounds: int = 4
     reference: bool | None = None
     warmup: int = 4
@@ -512,6 +513,7 @@ def _validate(cfg: Config) -> list[str]:
            f"must be warn or recalibrate, got {h.on_check_fail!r}")
     _check(p, h.warmup >= 0, "hardware.warmup", f"must be >= 0, got {h.warmup}")
     _check(p, h.rounds >= 1, "hardware.rounds", f"must be >= 1, got {h.rounds}")
+    _check(p, 1 <= h.processes <= 16, "hardware.processes", f"must be in [1, 16], got {h.processes}")
     _check(p, h.calibration_archs >= 0, "hardware.calibration_archs", f"must be >= 0, got {h.calibration_archs}")
     _check(p, h.validation_archs >= 0, "hardware.validation_archs", f"must be >= 0, got {h.validation_archs}")
     if h.cuda_graphs:

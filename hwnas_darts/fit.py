@@ -408,7 +408,7 @@ class Pipeline:
         from .data import HwnasDataModule
         from .derive import (evaluate_accuracy, finetune_subnet, propose_candidates, score_candidates,
                              select_best, skip_share)
-        from .hardware.model import measure_arch_timings
+        from .hardware.model import measure_arch_timings, measurement_noise
         from .space.arch import Arch
 
         if self.fixed_arch:
@@ -442,16 +442,16 @@ class Pipeline:
         if dc.measure:
             timings = measure_arch_timings(self.space, [c.arch for c in cands], self.settings, self.table)
             meas = [t.median_ms for t in timings]
-            halves = sorted(t.half_disagreement for t in timings if t.half_disagreement is not None)
-            # the full measurement's relative noise is about half its halves' disagreement
-            noise = max(dc.noise_floor, halves[len(halves) // 2] / 2.0 if halves else 0.0)
+            noise = max(dc.noise_floor, measurement_noise(timings))
             if noise > MAX_TIE_NOISE:
-                _logger.warning("the candidates' latency measurement disagrees with itself by %.0f%% between its halves: "
+                _logger.warning("the candidates' latency measurement disagrees with itself by about %.0f%%: "
                                 "the machine was busy. Close calls within +-%.0f%% go to the predicted latency",
-                                200 * noise, 100 * MAX_TIE_NOISE)
+                                100 * noise, 100 * MAX_TIE_NOISE)
                 noise = MAX_TIE_NOISE
             for c, t in zip(cands, timings):
                 c.extra["latency_halves_ms"] = list(t.half_medians_ms) if t.half_medians_ms else None
+                if t.process_medians_ms:
+                    c.extra["latency_processes_ms"] = list(t.process_medians_ms)
         else:
             meas = [self.model.predict(c.arch) for c in cands]
         roof = self.table.roofline

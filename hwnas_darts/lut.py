@@ -190,7 +190,14 @@ def validation_lines(val: dict[str, Any]) -> list[str]:
     if rep:
         lines.append(f"{'repeatability':13s} Spearman {rep['spearman']:.3f} between the two halves of each measurement, "
                      f"which differ by {rep['mape_pct']:.2f}% on average (max {rep['max_pct']:.1f}%): noise of the "
-                     f"full measurement about {rep['noise_pct']:.2f}%")
+                     f"full measurement about {rep['mape_pct'] / 2:.2f}%")
+        pr = rep.get("processes")
+        if pr:
+            lines.append(f"{'':13s} Spearman {pr['spearman']:.3f} (lowest {pr['spearman_min']:.3f}) between the "
+                         f"{pr['n_processes']} fresh processes of the measurement, which differ by {pr['mape_pct']:.2f}% "
+                         f"on average: noise of their mean about {pr['noise_pct']:.2f}%")
+        lines.append(f"{'noise floor':13s} {rep['noise_pct']:.2f}% - no model's error against this measurement can be "
+                     "told apart below it")
     if val.get("macs_vs_latency"):
         lines.append(f"{'MACs':13s} Spearman {val['macs_vs_latency']['spearman']:.3f} (rank only)")
     if val.get("unit"):

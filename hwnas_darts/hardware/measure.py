@@ -132,6 +132,7 @@ class MeasureSettings:
     burst_time: float = 0.002  # CPU: calls of one item per cycle last at least this long (seconds)
     warm_call: bool = True  # CPU: one untimed call of an item right before its timed burst in each cycle
     max_cycles: int = 2000
+    processes: int = 1  # CPU: fresh processes a set of networks is measured in (see hardware.model)
 
     def __post_init__(self):
         if self.device == "auto":
@@ -150,7 +151,7 @@ class MeasureSettings:
     def from_config(cls, hw: Any) -> "MeasureSettings":
         return cls(device=hw.device, batch_size=hw.batch_size, dtype=hw.dtype, channels_last=hw.channels_last,
                    cuda_graphs=hw.cuda_graphs, threads=hw.threads, warmup=hw.warmup, min_run_time=hw.min_run_time,
-                   rounds=hw.rounds, reference=hw.reference)
+                   rounds=hw.rounds, reference=hw.reference, processes=hw.processes)
 
     @property
     def is_cuda(self) -> bool:
@@ -214,6 +215,7 @@ class Timing:
     runs_per_sample: int = 1
     raw_median_ms: float | None = None
     half_medians_ms: tuple[float, float] | None = None
+    process_medians_ms: list[float] | None = None
 
     @property
     def half_disagreement(self) -> float | None:

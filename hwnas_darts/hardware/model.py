@@ -41,7 +41,8 @@ from .measure import MeasureSettings, Timing, measure_modules
 from .roofline import Roofline, intensity
 
 __all__ = ["LatencyModel", "group_of", "row_id", "measure_archs", "measure_arch_timings", "fit_calibration",
-           "validate_model", "validation_report", "rank_metrics", "calibrate_and_validate", "check_table"]
+           "validate_model", "validation_report", "rank_metrics", "calibrate_and_validate", "check_table",
+           "measurement_noise", "between_processes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -124,8 +125,18 @@ def measure_arch_timings(space: SearchSpace, archs: Sequence[Arch], settings: Me
     (a neighbour filling the shared cache slows multi-megabyte networks more than the small
     references) cancels, because the anchors are networks of the same kind. ``info`` receives
     the ``anchor_factor``.
+
+    On a CPU with ``settings.processes > 1`` the whole measurement is repeated in that many fresh
+    processes, one after another, and each network's latency is the geometric mean of its
+    per-process results (kept in ``Timing.process_medians_ms``). A process fixes things a
+    network keeps for its lifetime - where its buffers and weights land in memory, which cache
+    sets they share - and on a shared VM that moves a network's latency by 2-3% from one
+    process to the next, more than the timing noise within a process; averaging processes is
+    what makes a measurement repeatable in *another* process.
     """
     archs = list(archs)
+    if settings.processes > 1 and not settings.is_cuda and archs:
+        return _measure_in_processes(space, archs, settings, table, progress, anchors, info)
     extra, stored = anchor_archs(table, space) if (table is not None and anchors) else ([], [])
     nets = [build_network(space, a) for a in archs + extra]
     items = [(n, n.input_shape) for n in nets]
@@ -139,6 +150,65 @@ def measure_arch_timings(space: SearchSpace, archs: Sequence[Arch], settings: Me
         if info is not None:
             info["anchor_factor"] = factor
     return timings
+
+
+def _process_worker(space: SearchSpace, arch_strings: list[str], settings: MeasureSettings,
+                    table: LatencyTable | None, anchors: bool) -> tuple[list[Timing], dict[str, Any]]:
+    """One fresh process's share of :func:`_measure_in_processes` (module level: it is pickled)."""
+    info: dict[str, Any] = {}
+    timings = measure_arch_timings(space, [Arch.from_string(a) for a in arch_strings], settings, table,
+                                   anchors=anchors, info=info)
+    return timings, info
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return float(np.exp(np.mean(np.log(np.asarray(values, dtype=np.float64)))))
+
+
+def _measure_in_processes(space: SearchSpace, archs: list[Arch], settings: MeasureSettings,
+                          table: LatencyTable | None, progress: Callable[[int, int], None] | None,
+                          anchors: bool, info: dict[str, Any] | None) -> list[Timing]:
+    import concurrent.futures as cf
+    import dataclasses
+    import multiprocessing as mp
+
+    n_proc = settings.processes
+    one = dataclasses.replace(settings, processes=1)
+    strings = [a.to_string() for a in archs]
+    per_process: list[list[Timing]] = []
+    factors = []
+    ctx = mp.get_context("spawn")  # a fresh interpreter: nothing inherited from this process's heap
+    for k in range(n_proc):
+        # one worker per process, never reused: each measurement starts from a new address space
+        with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            try:
+                timings, pinfo = pool.submit(_process_worker, space, strings, one, table, anchors).result()
+            except cf.process.BrokenProcessPool as e:
+                raise LUTError(f"a latency measurement process died (process {k + 1} of {n_proc}); "
+                               "rerun, or measure in this process with hardware.processes=1") from e
+        per_process.append(timings)
+        if "anchor_factor" in pinfo:
+            factors.append(pinfo["anchor_factor"])
+        if progress:
+            progress((k + 1) * len(archs), n_proc * len(archs))
+    out = []
+    for i in range(len(archs)):
+        ts = [p[i] for p in per_process]
+        med = _geomean([t.median_ms for t in ts])
+        t = Timing.from_samples([v for t_ in ts for v in t_.samples_ms], ts[0].runs_per_sample)
+        t.median_ms = med
+        t.raw_median_ms = _geomean([t_.raw_median_ms or t_.median_ms for t_ in ts])
+        if all(t_.half_medians_ms for t_ in ts):
+            t.half_medians_ms = (_geomean([t_.half_medians_ms[0] for t_ in ts]),
+                                 _geomean([t_.half_medians_ms[1] for t_ in ts]))
+        t.process_medians_ms = [t_.median_ms for t_ in ts]
+        out.append(t)
+    if info is not None:
+        info["processes"] = n_proc
+        if factors:
+            info["anchor_factor"] = _geomean(factors)
+            info["anchor_factors"] = factors
+    return out
 
 
 def measure_archs(space: SearchSpace, archs: Sequence[Arch], settings: MeasureSettings,
@@ -269,8 +339,10 @@ class LatencyModel:
         return out
 
 
-#: ridge strengths tried by the cross-validation of :func:`fit_calibration` (group, row)
-RIDGE_GRID = [(g, r) for g in (0.001, 0.01, 0.1, 1.0) for r in (1e-4, 3e-4, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)]
+#: ridge strengths tried by the cross-validation of :func:`fit_calibration` (group, row); an
+#: infinite row ridge drops the per-row corrections (group scales only)
+RIDGE_GRID = [(g, r) for g in (0.001, 0.01, 0.1, 1.0, 10.0)
+              for r in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)]
 
 
 def _design(model: LatencyModel, archs: Sequence[Arch]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
@@ -298,16 +370,21 @@ def _design(model: LatencyModel, archs: Sequence[Arch]) -> tuple[np.ndarray, np.
 
 def _solve(x: np.ndarray, offset: np.ndarray, y: np.ndarray, n_groups: int, ridge_group: float,
            ridge_row: float) -> np.ndarray:
-    """Bounded ridge least squares on the relative error, prior s_g = 1, d = 0, c0 = 0."""
+    """Bounded ridge least squares on the relative error, prior s_g = 1, d = 0, c0 = 0 (an infinite
+    row ridge fixes every d at 0)."""
     from scipy.optimize import lsq_linear
 
     k = x.shape[1]
+    if math.isinf(ridge_row) and k > 1 + n_groups:
+        theta = np.zeros(k)
+        theta[:1 + n_groups] = _solve(x[:, :1 + n_groups], offset, y, n_groups, ridge_group, ridge_row)
+        return theta
     a = x / y[:, None]
     b = 1.0 - offset / y
     lam = np.empty(k)
     lam[0] = 0.1 / float(np.mean(y))  # intercept pulled towards 0 on the scale of the latencies
     lam[1:1 + n_groups] = math.sqrt(ridge_group)
-    lam[1 + n_groups:] = math.sqrt(ridge_row)
+    lam[1 + n_groups:] = math.sqrt(ridge_row) if k > 1 + n_groups else 0.0
     prior = np.zeros(k)
     prior[1:1 + n_groups] = 1.0
     lower = np.array([-np.inf] + [0.0] * n_groups + [-1.0] * (k - 1 - n_groups))
@@ -337,22 +414,26 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
     x, offset, groups, rows = _design(raw, archs)
     ng = len(groups)
     cv: dict[str, float] = {}
+    cv_chosen = None
     if ridge is None:
         k = max(2, min(folds, len(y)))
         order = np.random.default_rng(seed).permutation(len(y))
         parts = [order[i::k] for i in range(k)]
-        best = None
+        scores = []
         for lg, lr in (grid or RIDGE_GRID):
-            err = []
+            err = np.zeros(len(y))
             for part in parts:
                 train = np.setdiff1d(order, part)
                 th = _solve(x[train], offset[train], y[train], ng, lg, lr)
-                err.extend(np.abs(x[part] @ th + offset[part] - y[part]) / y[part])
-            score = float(np.mean(err))
-            cv[f"{lg:g}/{lr:g}"] = score * 100
-            if best is None or score < best[0]:
-                best = (score, (lg, lr))
-        ridge = best[1]
+                err[part] = np.abs(x[part] @ th + offset[part] - y[part]) / y[part]
+            scores.append(((lg, lr), float(err.mean()), float(err.std(ddof=1) / math.sqrt(len(y)))))
+            cv[f"{lg:g}/{lr:g}"] = float(err.mean()) * 100
+        # the one-standard-error rule: the most regularised model (fewest effective corrections)
+        # whose error is within one standard error of the best - corrections must earn their place
+        best = min(scores, key=lambda t: t[1])
+        within = [t for t in scores if t[1] <= best[1] + best[2]]
+        ridge = max(within, key=lambda t: (t[0][1], t[0][0]))[0]
+        cv_chosen = dict((t[0], t[1]) for t in scores)[ridge] * 100
     theta = _solve(x, offset, y, ng, *ridge)
     pred = x @ theta + offset
     coef = dict(zip(groups, (float(v) for v in theta[1:1 + ng])))
@@ -363,8 +444,9 @@ def fit_calibration(model: LatencyModel, archs: Sequence[Arch], measured_ms: Seq
         "coef": coef,
         "rows": row_d,
         "intercept_ms": float(theta[0]),
-        "ridge": {"group": ridge[0], "row": ridge[1]},
-        "cv_mape_pct": (min(cv.values()) if cv else None),
+        "ridge": {"group": ridge[0], "row": (None if math.isinf(ridge[1]) else ridge[1])},
+        "cv_mape_pct": (cv_chosen if cv else None),
+        "cv_best_mape_pct": (min(cv.values()) if cv else None),
         "n_archs": len(y),
         "fit_mape_pct": float(np.mean(np.abs(pred - y) / y) * 100),
         "archs": [a_.to_string() for a_ in archs],
@@ -403,8 +485,53 @@ def repeatability(timings: Sequence[Timing]) -> dict[str, float] | None:
     from scipy.stats import spearmanr
 
     rel = np.abs(np.asarray(a) - np.asarray(b)) / ((np.asarray(a) + np.asarray(b)) / 2.0)
-    return {"spearman": float(spearmanr(a, b).statistic), "mape_pct": float(rel.mean() * 100),
-            "max_pct": float(rel.max() * 100), "noise_pct": float(rel.mean() * 50), "n": len(a)}
+    out = {"spearman": float(spearmanr(a, b).statistic), "mape_pct": float(rel.mean() * 100),
+           "max_pct": float(rel.max() * 100), "noise_pct": float(rel.mean() * 50), "n": len(a)}
+    procs = between_processes(timings)
+    if procs:
+        out["processes"] = procs
+        out["noise_pct"] = max(out["noise_pct"], procs["noise_pct"])
+    return out
+
+
+def measurement_noise(timings: Sequence[Timing]) -> float:
+    """The relative noise of a typical combined value of this measurement (a fraction): per item
+    the larger of half its halves' disagreement and its between-process standard error, the
+    median over items (0 when nothing tells)."""
+    vals = []
+    for t in timings:
+        v = (t.half_disagreement or 0.0) / 2.0
+        p = t.process_medians_ms
+        if p and len(p) >= 2:
+            v = max(v, float(np.expm1(np.std(np.log(p), ddof=1) / math.sqrt(len(p)))))
+        vals.append(v)
+    return float(np.median(vals)) if vals else 0.0
+
+
+def between_processes(timings: Sequence[Timing]) -> dict[str, Any] | None:
+    """How well the fresh processes of a measurement agree (``None`` for a one-process one).
+
+    ``spearman``: mean over pairs of processes of the rank correlation of their latencies;
+    ``mape_pct``: mean relative difference between two processes' values of a network;
+    ``noise_pct``: the standard error of the combined value from the spread between processes
+    (per network: the standard deviation of the log latencies over processes / sqrt(processes),
+    averaged) - the floor for any comparison with a measurement taken in another process.
+    """
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    per = [t.process_medians_ms for t in timings]
+    if len(per) < 3 or any(not p or len(p) < 2 for p in per) or len({len(p) for p in per}) != 1:
+        return None
+    m = np.log(np.asarray(per, dtype=np.float64))  # networks x processes
+    k = m.shape[1]
+    pairs = list(itertools.combinations(range(k), 2))
+    sp = [float(spearmanr(m[:, i], m[:, j]).statistic) for i, j in pairs]
+    rel = [float(np.mean(np.abs(np.expm1(m[:, i] - m[:, j])))) for i, j in pairs]
+    se = np.std(m, axis=1, ddof=1) / math.sqrt(k)
+    return {"n_processes": k, "spearman": float(np.mean(sp)), "spearman_min": float(min(sp)),
+            "mape_pct": float(np.mean(rel) * 100), "noise_pct": float(np.mean(np.expm1(se)) * 100)}
 
 
 def calibrate_and_validate(
@@ -457,6 +584,7 @@ def validation_report(model: LatencyModel, archs: Sequence[Arch], timings: Seque
         "archs": [a.to_string() for a in archs],
         "measured_ms": [float(v) for v in measured_ms],
         "halves_ms": [list(t.half_medians_ms) if t.half_medians_ms else None for t in timings],
+        "process_ms": [t.process_medians_ms for t in timings] if timings and timings[0].process_medians_ms else None,
         "measured_raw_ms": [t.raw_median_ms for t in timings],
         "predicted_raw_ms": raw,
         "predicted_ms": cal,
@@ -479,6 +607,9 @@ def validate_model(model: LatencyModel, space: SearchSpace, settings: MeasureSet
     timings = measure_arch_timings(space, list(archs), settings, model.table, progress, info=info)
     out = validation_report(model, list(archs), timings)
     out["anchor_factor"] = info.get("anchor_factor")
+    if info.get("anchor_factors"):
+        out["anchor_factors"] = info["anchor_factors"]
+    out["processes"] = info.get("processes", 1)
     out["seconds"] = round(time.perf_counter() - t0, 2)
     out["seed"] = seed
     return out
@@ -491,7 +622,10 @@ def check_table(model: LatencyModel, space: SearchSpace, settings: MeasureSettin
     Returns the validation report plus ``ok`` (the learned model's mean error is within
     ``tolerance_pct`` and its median measured/predicted ratio within it too) and that ratio.
     """
-    val = validate_model(model, space, settings, n, seed)
+    import dataclasses
+
+    # seconds, not minutes: one process (the stored calibration was averaged over several)
+    val = validate_model(model, space, dataclasses.replace(settings, processes=1), n, seed)
     ratios = np.asarray(val["measured_ms"]) / np.asarray(val["predicted_ms"])
     ratio = float(np.median(ratios))
     ok = val["learned"]["mape_pct"] <= tolerance_pct and abs(ratio - 1.0) * 100 <= tolerance_pct
