@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,17 @@ TINY = ROOT / "configs" / "tiny.yaml"
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def run_fit(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m hwnas_darts.fit ARGS`` in a subprocess from the repository root; raises with the
+    tail of its output when it fails (``check``)."""
+    e = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "hwnas_darts.fit", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 @pytest.fixture(scope="session", autouse=True)

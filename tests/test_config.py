@@ -45,8 +45,18 @@ def test_every_problem_reported_with_its_path():
     assert any(p.startswith("data.val_fraction: must be in (0, 1)") for p in probs)
 
 
-def test_config_error_is_package_error():
-    assert issubclass(ConfigError, BaseConfigError)
+def test_config_errors_are_package_errors_that_the_cli_reports(capsys):
+    """A bad value raises the package's ConfigError (catchable as HwnasError), and the CLI turns
+    it into exit code 2 with the offending key on stderr instead of a traceback."""
+    from hwnas_darts.errors import HwnasError
+    from hwnas_darts.fit import main
+
+    with pytest.raises(BaseConfigError) as exc:
+        load_config(TINY, ["search.epochs=-2"])
+    assert isinstance(exc.value, HwnasError) and isinstance(exc.value, ConfigError)
+    assert main(["--config", str(TINY), "search.epochs=-2"]) == 2
+    err = capsys.readouterr().err
+    assert "search.epochs" in err and "Traceback" not in err
 
 
 def test_overrides_dotted_lists_and_yaml_values():

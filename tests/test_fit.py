@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,19 +11,10 @@ import torch
 
 from hwnas_darts.fit import CONTRACT_KEYS, main, parse_args
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, run_fit
 
 CONTRACT_FILES = ("config.yaml", "lut.json", "alphas.json", "arch.json", "candidates.json", "metrics.json", "model.ts",
                   "report.md")
-
-
-def run_fit(*args: str, env: dict | None = None, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    e = dict(os.environ, **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "hwnas_darts.fit", *args], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="module")

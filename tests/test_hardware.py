@@ -405,3 +405,50 @@ def test_sharded_build_merges_rows_from_several_processes(tiny_space):
     assert t.covers(tiny_space) and len(t) == len(tiny_space.all_keys())
     assert t.meta["build_devices"] == ["cpu", "cpu"] and t.device == s.record()
     assert all(r.latency_ms > 0 and (r.bytes > 0 or r.key.op == "skip") for r in t.rows.values())
+
+
+def test_calibration_drops_row_corrections_the_data_do_not_support(tiny_space):
+    """Ground truth with family-level effects only (fused ops 1.3x, the rest 1.0x, plus a
+    constant) and 3% noise: the one-standard-error rule keeps the group scales and drops the
+    per-row corrections, which here could only fit noise."""
+    import random
+
+    t = _fake_table(tiny_space, lat_fn=lambda k: random.Random(str(k)).uniform(0.1, 0.5))
+    raw = LatencyModel(t, tiny_space, calibration={})
+
+    def truth(a):
+        return 0.3 + sum((1.3 if "fmb" in p.op else 1.0) * t.lookup(p.key).latency_ms for p in tiny_space.plan(a))
+
+    rng = random.Random(4)
+    archs = tiny_space.sample_unique(60, seed=5)
+    cal = fit_calibration(raw, archs, [truth(a) * (1 + rng.gauss(0, 0.03)) for a in archs])
+    assert cal["rows"] == {} and cal["ridge"]["row"] is None
+    assert cal["cv_mape_pct"] >= cal["cv_best_mape_pct"]
+    model = LatencyModel(t, tiny_space, calibration=cal)
+    held_out = tiny_space.sample_unique(20, seed=78, exclude=archs)
+    errs = [abs(model.predict(a) - truth(a)) / truth(a) for a in held_out]
+    assert sum(errs) / len(errs) < 0.03
+
+
+def test_network_measurement_in_fresh_processes(quiet_table, tiny_space):
+    """hardware.processes > 1 measures the networks in that many spawned processes and combines
+    them: one value per network (the geometric mean of the per-process ones), the per-process
+    values kept, and the validation report states the agreement between processes."""
+    import dataclasses
+    import math
+
+    from hwnas_darts.hardware.model import between_processes, measure_arch_timings, validate_model
+
+    settings = dataclasses.replace(MeasureSettings(**QUIET), processes=2)
+    archs = tiny_space.sample_unique(4, seed=11)
+    info = {}
+    timings = measure_arch_timings(tiny_space, archs, settings, quiet_table, info=info)
+    assert len(timings) == 4 and info["processes"] == 2 and len(info["anchor_factors"]) == 2
+    for t in timings:
+        assert len(t.process_medians_ms) == 2
+        assert t.median_ms == pytest.approx(math.sqrt(t.process_medians_ms[0] * t.process_medians_ms[1]))
+    bp = between_processes(timings)
+    assert bp["n_processes"] == 2 and -1 <= bp["spearman"] <= 1 and bp["noise_pct"] >= 0
+    val = validate_model(LatencyModel(quiet_table, tiny_space), tiny_space, settings, 0, 0, archs=archs)
+    assert val["processes"] == 2 and "processes" in val["repeatability"]
+    assert len(val["process_ms"]) == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 
 import pytest
@@ -48,7 +49,7 @@ def _mutate(data, rng):
     return data
 
 
-def test_fuzzed_configs_run_or_fail_cleanly(tmp_path):
+def test_fuzzed_configs_run_or_fail_cleanly(tmp_path, capsys):
     """300 randomly mutated tiny configs: each is refused with the package's error, or its space
     builds and a supernet and a sampled network run; two of the valid ones run the whole fit."""
     import yaml
@@ -78,7 +79,15 @@ def test_fuzzed_configs_run_or_fail_cleanly(tmp_path):
         data["hardware"] = dict(data["hardware"], calibration_archs=4, validation_archs=3, min_run_time=0.01)
         path = tmp_path / f"c{i}.yaml"
         path.write_text(yaml.safe_dump(data))
-        assert main(["--config", str(path), "trainer.progress=false"]) in (0, 2)
+        capsys.readouterr()
+        rc = main(["--config", str(path), "trainer.progress=false"])
+        err = capsys.readouterr().err
+        if rc == 0:  # a finished run: every contract file, a real accuracy
+            m = json.loads((tmp_path / f"run{i}" / "metrics.json").read_text())
+            assert 0.0 <= m["test_accuracy"] <= 1.0 and (tmp_path / f"run{i}" / "model.ts").is_file()
+        else:  # refused at run time: the package's error, said plainly, no traceback, no metrics
+            assert rc == 2 and "error" in err.lower() and "Traceback" not in err, err
+            assert not (tmp_path / f"run{i}" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("overrides,match", [

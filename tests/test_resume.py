@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .conftest import ROOT, TINY
-from .test_fit import run_fit
+from .conftest import ROOT, TINY, run_fit
 
 # derive.measure=false: the chosen candidate then depends only on the search, not on timing noise
 DETERMINISTIC = ["derive.measure=false", "search.epochs=3", "search.steps_per_epoch=6", "retrain.steps_per_epoch=4"]

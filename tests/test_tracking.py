@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY
-from .test_fit import run_fit
+from .conftest import TINY, run_fit
 
 wandb = pytest.importorskip("wandb")
 

@@ -7,8 +7,10 @@ measured in another process at another time):
 * ``table sum``: the plain sum of the table's rows;
 * ``intercept``: the sum plus a constant;
 * ``groups``: a scale per op family x stage, plus a constant (the previous model);
-* ``rows``: groups plus a per-row (layer x op) in-context correction - the shipped model, ridge
-  strengths chosen by cross-validation.
+* ``rows``: groups plus a per-row (layer x op) in-context correction, both ridges chosen by
+  cross-validation (lowest error);
+* ``shipped``: what ``fit_calibration`` chooses - the one-standard-error rule over the same grid,
+  which drops the row corrections when the data do not support them.
 
     python tools/latency_models.py configs/luts/cpu-amd-epyc-zen3-2threads-fashion_mnist.json val1.json val2.json
 """
@@ -16,6 +18,7 @@ measured in another process at another time):
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 from pathlib import Path
@@ -24,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas_darts.config import load_config  # noqa: E402
 from hwnas_darts.hardware.lut import LatencyTable  # noqa: E402
-from hwnas_darts.hardware.model import LatencyModel, fit_calibration, rank_metrics  # noqa: E402
+from hwnas_darts.hardware.model import RIDGE_GRID, LatencyModel, fit_calibration, rank_metrics  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
 
 #: (group ridge, row ridge) per form; None = cross-validated; a huge ridge switches a term off
-FORMS = {"intercept": (1e6, 1e6), "groups": (None, 1e6), "rows": None}
+FORMS = {"intercept": (1e6, math.inf), "groups": (None, math.inf), "rows": (None, None), "shipped": None}
 
 
 def fit_form(table: LatencyTable, space: SearchSpace, form: str) -> LatencyModel:
@@ -38,8 +41,14 @@ def fit_form(table: LatencyTable, space: SearchSpace, form: str) -> LatencyModel
     archs = [Arch.from_string(a) for a in cal["archs"]]
     raw = LatencyModel(table, space, calibration={})
     ridge = FORMS[form]
-    grid = [(g, 1e6) for g in (0.001, 0.01, 0.1, 1.0)] if ridge == (None, 1e6) else ()
-    fitted = fit_calibration(raw, archs, cal["measured_ms"], ridge=None if grid else ridge, grid=grid)
+    if ridge is None or None not in ridge:
+        fitted = fit_calibration(raw, archs, cal["measured_ms"], ridge=ridge)
+    else:  # cross-validated, the lowest error wins (no one-standard-error rule)
+        grid = [(g, r) for g, r in RIDGE_GRID if (ridge[1] is None or r == ridge[1]) and (ridge[1] is not None or not math.isinf(r))]
+        scores = {}
+        for g, r in grid:
+            scores[(g, r)] = fit_calibration(raw, archs, cal["measured_ms"], ridge=None, grid=[(g, r)])["cv_mape_pct"]
+        fitted = fit_calibration(raw, archs, cal["measured_ms"], ridge=min(scores, key=scores.get))
     return LatencyModel(table, space, calibration=fitted)
 
 

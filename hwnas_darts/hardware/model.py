@@ -13,7 +13,9 @@ and stage; ``d`` is a per-row (layer position x op) correction. Both are fitted 
 least squares on the relative error with a ridge prior (``s_g -> 1``, ``d -> 0``): rows the
 random networks rarely separate stay at the table's own value, rows they pin down move to what
 whole networks show. The two ridge strengths are chosen by K-fold cross-validation on the
-calibration networks.
+calibration networks with the one-standard-error rule (the most regularised setting within one
+standard error of the best; an infinite row ridge, which drops the per-row corrections, is on
+the grid).
 
 Because the model is linear in one-hot op choices, its expectation under per-layer candidate
 probabilities ``p_l`` is exact and differentiable: ``E[LAT] = c0 + LUT_fixed +
