@@ -290,9 +290,12 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                            val[key].get("max_err_pct"), val[key]["within_10pct"]]
                           for name, key in (("table sum", "table_sum"), ("learned", "learned"))]), ""]
         if rep:
+            pr = rep.get("processes")
             lines += [f"Repeatability of the measurement itself (first vs second half of each network's timing): "
-                      f"Spearman {_fmt(rep['spearman'])}, mean difference {_fmt(rep['mape_pct'])}% - noise of a full "
-                      f"measurement about {_fmt(rep['noise_pct'])}%.", ""]
+                      f"Spearman {_fmt(rep['spearman'])}, mean difference {_fmt(rep['mape_pct'])}%"
+                      + (f"; between its {pr['n_processes']} fresh processes: Spearman {_fmt(pr['spearman'])}, mean "
+                         f"difference {_fmt(pr['mape_pct'])}%" if pr else "")
+                      + f" - noise floor about {_fmt(rep['noise_pct'])}%.", ""]
         lines += [f"Rank correlation between MACs and measured latency on the same architectures: Spearman "
                   f"{_fmt(val['macs_vs_latency']['spearman'])}, Kendall {_fmt(val['macs_vs_latency']['kendall'])}.", "",
                   img("lut", "latency model validation")]
