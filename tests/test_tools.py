@@ -70,3 +70,33 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--out", str(tmp_path / "g")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "no CUDA device here" in proc.stderr
+
+
+def test_process_noise_on_a_synthetic_report(tmp_path, capsys):
+    """Networks whose per-process values carry independent 3% noise: single processes agree less
+    than means of two, the learned predictor (the truth) ranks above a scrambled table sum, and a
+    one-process report is refused with a clear message."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("process_noise", ROOT / "tools" / "process_noise.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    rng = np.random.default_rng(0)
+    truth = np.linspace(10, 20, 30)
+    per = truth[:, None] * np.exp(rng.normal(0, 0.03, (30, 6)))
+    rep = {"process_ms": per.tolist(), "halves_ms": np.stack([per.mean(1)] * 2, 1).tolist(),
+           "predicted_ms": truth.tolist(), "predicted_raw_ms": (truth * np.exp(rng.normal(0, 0.1, 30))).tolist()}
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps(rep))
+    assert tool.main([str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {int(ln.split()[0]): ln.split() for ln in lines if ln.strip()[:1].isdigit() and "networks" not in ln}
+    assert set(rows) == {1, 2, 3}
+    assert float(rows[1][2]) < float(rows[2][2]) and float(rows[2][4]) < float(rows[1][4])  # averaging helps
+    learned, table_sum = (float(v) for v in rows[1][-1].split("/")) if "/" in rows[1][-1] else (float(rows[1][-3]), float(rows[1][-1]))
+    assert learned > table_sum
+    rep["process_ms"] = [[v] for v in truth]
+    path.write_text(json.dumps(rep))
+    assert tool.main([str(path)]) == 2 and "hardware.processes" in capsys.readouterr().err
