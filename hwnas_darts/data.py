@@ -609,8 +609,3 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return make_loader(self.test_dataset(), self.cfg.eval_batch_size, False, self.seed)
-
-    def example_input(self, batch: int = 2) -> torch.Tensor:
-        info = self.info
-        size = self.image_size or info.size
-        return torch.zeros(batch, info.channels, size, size)

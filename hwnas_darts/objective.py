@@ -157,9 +157,6 @@ class HardwareObjective(nn.Module):
                   "mnasnet": c.latency_weight_below != 0 or c.latency_weight_above != 0}[c.form]
         return lat_on or c.intensity_weight != 0 or c.efficiency_weight != 0
 
-    def expected(self, probs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.expected(probs)
-
     def forward(self, ce: torch.Tensor, probs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c, t = self.cfg, self.targets
         exp = self.model.expected(probs)

@@ -16,8 +16,6 @@ keeps them identical across DDP ranks); :meth:`SuperNet.arch_parameters` and
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -182,6 +180,3 @@ class SuperNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"relaxation={self.relaxation}, tau={self.tau:g}, space={self.space.space_id}"
-
-    def state_summary(self) -> dict[str, Any]:
-        return {"relaxation": self.relaxation, "tau": self.tau, "space_id": self.space.space_id}

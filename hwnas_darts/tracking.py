@@ -60,22 +60,15 @@ class Tracker:
 
     def log_config(self) -> None: ...
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
-
     def log_alphas(self, epoch: int, alphas: dict[str, dict[str, float]], heatmap: Path | None = None) -> None: ...
 
     def log_image(self, key: str, path: Path) -> None: ...
-
-    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None: ...
 
     def summary(self, metrics: dict[str, Any]) -> None: ...
 
     def artifacts(self, paths: Iterable[Path]) -> None: ...
 
     def finish(self, ok: bool = True) -> None: ...
-
-    def describe(self) -> str:
-        return "no experiment tracking"
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -90,9 +83,6 @@ class CSVTracker(Tracker):
         from ._pl import pl as _pl
 
         return _pl.loggers.CSVLogger(save_dir=str(self.run_dir / "logs"), name=stage, version="")
-
-    def describe(self) -> str:
-        return f"CSV logs in {self.run_dir / 'logs'}"
 
 
 class WandbTracker(Tracker):
@@ -128,9 +118,6 @@ class WandbTracker(Tracker):
     def log_config(self) -> None:
         self.run.config.update(config_to_dict(self.cfg), allow_val_change=True)
 
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.run.log(dict(metrics))
-
     def log_alphas(self, epoch: int, alphas: dict[str, dict[str, float]], heatmap: Path | None = None) -> None:
         rows = [[epoch, layer, op, float(p)] for layer, probs in alphas.items() for op, p in probs.items()]
         data: dict[str, Any] = {"search/alpha_table": self.wandb.Table(columns=["epoch", "layer", "op", "probability"], data=rows),
@@ -142,9 +129,6 @@ class WandbTracker(Tracker):
     def log_image(self, key: str, path: Path) -> None:
         if Path(path).is_file():
             self.run.log({key: self.wandb.Image(str(path))})
-
-    def log_table(self, key: str, columns: list[str], rows: list[list[Any]]) -> None:
-        self.run.log({key: self.wandb.Table(columns=columns, data=rows)})
 
     def summary(self, metrics: dict[str, Any]) -> None:
         for k, v in metrics.items():
@@ -168,9 +152,6 @@ class WandbTracker(Tracker):
         if self.mode == "offline":
             _logger.info("W&B run saved offline in %s; upload it with: wandb sync %s", self.run.dir,
                          Path(self.run.dir).parent)
-
-    def describe(self) -> str:
-        return f"W&B ({self.mode}) run {self.run_id}"
 
     def state(self) -> dict[str, Any]:
         return {"wandb_run_id": self.run_id}
