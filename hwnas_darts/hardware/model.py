@@ -496,6 +496,13 @@ def repeatability(timings: Sequence[Timing]) -> dict[str, float] | None:
     return out
 
 
+def _process_stderr(log_values: np.ndarray) -> np.ndarray:
+    """Relative standard error of a geometric mean over processes, from the log latencies
+    (last axis: the processes)."""
+    k = log_values.shape[-1]
+    return np.expm1(np.std(log_values, axis=-1, ddof=1) / math.sqrt(k))
+
+
 def measurement_noise(timings: Sequence[Timing]) -> float:
     """The relative noise of a typical combined value of this measurement (a fraction): per item
     the larger of half its halves' disagreement and its between-process standard error, the
@@ -505,7 +512,7 @@ def measurement_noise(timings: Sequence[Timing]) -> float:
         v = (t.half_disagreement or 0.0) / 2.0
         p = t.process_medians_ms
         if p and len(p) >= 2:
-            v = max(v, float(np.expm1(np.std(np.log(p), ddof=1) / math.sqrt(len(p)))))
+            v = max(v, float(_process_stderr(np.log(p))))
         vals.append(v)
     return float(np.median(vals)) if vals else 0.0
 
@@ -531,9 +538,9 @@ def between_processes(timings: Sequence[Timing]) -> dict[str, Any] | None:
     pairs = list(itertools.combinations(range(k), 2))
     sp = [float(spearmanr(m[:, i], m[:, j]).statistic) for i, j in pairs]
     rel = [float(np.mean(np.abs(np.expm1(m[:, i] - m[:, j])))) for i, j in pairs]
-    se = np.std(m, axis=1, ddof=1) / math.sqrt(k)
+    se = _process_stderr(m)
     return {"n_processes": k, "spearman": float(np.mean(sp)), "spearman_min": float(min(sp)),
-            "mape_pct": float(np.mean(rel) * 100), "noise_pct": float(np.mean(np.expm1(se)) * 100)}
+            "mape_pct": float(np.mean(rel) * 100), "noise_pct": float(np.mean(se) * 100)}
 
 
 def calibrate_and_validate(
