@@ -1,105 +1,108 @@
-"""Typed configuration: dataclass sections, YAML loading, dotted overrides, validation.
+"""Declarative configuration: pydantic sections, YAML loading, dotted overrides.
 
-A configuration is a YAML file whose top-level keys are the sections of :class:`Config`. Every
-key is checked against the dataclasses below: an unknown key, a value of the wrong type or a
-value out of range is reported with its YAML path (``search.epochs``), all problems at once, in
-one :class:`~hwnas_darts.errors.ConfigError`, before any work starts.
+A configuration is a YAML file whose top-level keys are the sections of :class:`Config`. Each
+section is a pydantic model with ``extra="forbid"`` and strict types: an unknown key (with a
+did-you-mean), a value of the wrong type, a choice outside its ``Literal`` or a number outside
+its ``Field`` range is reported with its YAML path (``search.epochs``), every problem at once, in
+one :class:`~hwnas_darts.errors.ConfigError`, before any work starts. Values that scale time or
+memory have upper bounds, so a typo that would run for hours is refused in the first second.
 
-Overrides use dotted paths and YAML values, e.g. ``search.epochs=2`` or
+Overrides use dotted paths and YAML values, e.g. ``search.epochs=2``,
 ``space.stages.0.width=48`` or ``data.dataset=digits``.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import os
-import types
-import typing
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
 
 __all__ = [
-    "Config",
-    "DataConfig",
-    "SyntheticConfig",
-    "LayerConfig",
-    "StageConfig",
-    "HeadConfig",
-    "SpaceConfig",
-    "SearchConfig",
-    "HardwareConfig",
-    "ObjectiveConfig",
-    "DeriveConfig",
-    "RetrainConfig",
-    "ScaleConfig",
-    "ExportConfig",
-    "LoggerConfig",
-    "TrainerConfig",
-    "load_config",
-    "apply_overrides",
-    "config_to_dict",
-    "config_to_yaml",
-    "default_config_path",
+    "Config", "DataConfig", "SyntheticConfig", "LayerConfig", "StageConfig", "HeadConfig", "SpaceConfig",
+    "SearchConfig", "HardwareConfig", "ObjectiveConfig", "DeriveConfig", "RetrainConfig", "ScaleConfig",
+    "ExportConfig", "LoggerConfig", "TrainerConfig", "load_config", "apply_overrides", "config_to_dict",
+    "config_to_yaml", "config_from_dict", "read_yaml", "default_config_path",
 ]
 
 MAX_WIDTH = 16384
-DATASETS = ("fashion_mnist", "cifar10", "digits", "imagefolder", "synthetic")
-RELAXATIONS = ("softmax", "gumbel", "single_path")
-OBJECTIVE_FORMS = ("score", "fbnet", "hinge", "mnasnet")
+Relaxation = Literal["softmax", "gumbel", "single_path"]
+#: strictly positive / non-negative numbers with an upper bound (``le``) where they scale cost
+Pos = Annotated[float, Field(gt=0)]
+Target = Union[Annotated[float, Field(gt=0)], Literal["auto"]]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e9`` as a string; this loader reads it as the number a user meant."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
 
 
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
-@dataclass
-class SyntheticConfig:
+class SyntheticConfig(Section):
     """A learnable synthetic image set (class-dependent patterns plus noise), for tests."""
 
-    num_train: int = 512
-    num_test: int = 256
-    channels: int = 1
-    size: int = 16
-    num_classes: int = 4
-    noise: float = 0.6
+    num_train: int = Field(512, ge=2, le=10**7)
+    num_test: int = Field(256, ge=2, le=10**7)
+    channels: Literal[1, 3] = 1
+    size: int = Field(16, ge=2, le=1024)
+    num_classes: int = Field(4, ge=2, le=1000)
+    noise: float = Field(0.6, ge=0)
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where the images come from and how they are split and batched."""
 
-    dataset: str = "fashion_mnist"
-    root: str | None = None
+    dataset: Literal["fashion_mnist", "cifar10", "digits", "imagefolder", "synthetic"] = "fashion_mnist"
+    root: Optional[str] = None
     download: bool = True
-    val_fraction: float = 0.2
-    search_subset: int | None = 24000
-    batch_size: int = 64
-    eval_batch_size: int = 500
-    num_workers: int = 0
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    search_subset: Optional[int] = Field(24000, ge=10, le=10**8)
+    batch_size: int = Field(64, ge=1, le=65536)
+    eval_batch_size: int = Field(500, ge=1, le=65536)
+    num_workers: int = Field(0, ge=0, le=64)
     augment: bool = True
-    image_size: int | None = None
-    channels: int | None = None
-    test_fraction: float = 0.2
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    image_size: Optional[int] = Field(None, ge=4, le=4096)
+    channels: Optional[Literal[1, 3]] = None
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @model_validator(mode="after")
+    def _root_for_folders(self):
+        if self.dataset == "imagefolder" and self.root is None:
+            raise ValueError("the imagefolder dataset needs data.root=DIR (one sub-directory per class)")
+        return self
 
 
-@dataclass
-class LayerConfig:
+class LayerConfig(Section):
     """One fixed layer of the stem: an op of the registry, its output width and stride."""
 
     op: str = "conv_k3_relu"
-    width: int = 16
-    stride: int = 1
+    width: int = Field(16, ge=1, le=MAX_WIDTH)
+    stride: int = Field(1, ge=1, le=8)
 
 
-@dataclass
-class StageConfig:
+class StageConfig(Section):
     """A stage of searchable layers: every layer chooses one op among ``ops``.
 
     Ops written without an activation suffix are expanded once per entry of ``acts``. The first
@@ -108,113 +111,97 @@ class StageConfig:
     of that layer's choices; an op that fits no layer of the stage is an error.
     """
 
-    width: int = 32
-    layers: int = 1
-    stride: int = 1
-    ops: list[str] = field(default_factory=list)
-    acts: list[str] = field(default_factory=lambda: ["relu"])
-    name: str | None = None
+    width: int = Field(32, ge=1, le=MAX_WIDTH)
+    layers: int = Field(1, ge=1, le=64)
+    stride: int = Field(1, ge=1, le=8)
+    ops: list[str] = Field(default_factory=list, min_length=1)
+    acts: list[str] = Field(default_factory=lambda: ["relu"])
+    name: Optional[str] = None
 
 
-@dataclass
-class HeadConfig:
+class HeadConfig(Section):
     """Classifier head: 1x1 conv to ``width``, activation, global pool, dropout, linear."""
 
-    width: int = 128
+    width: int = Field(128, ge=1, le=MAX_WIDTH)
     act: str = "relu"
-    dropout: float = 0.0
-
-
-def _default_stem() -> list[LayerConfig]:
-    return [LayerConfig(op="conv_k3_relu", width=16, stride=1)]
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 def _default_stages() -> list[StageConfig]:
+    acts = ["relu", "swish"]
     return [
-        StageConfig(
-            name="s2d",
-            width=24,
-            layers=1,
-            stride=2,
-            ops=["s2dconv_n2", "s2d_n2", "conv_k3", "fmb_k3_e2", "mb_k3_e4"],
-            acts=["relu", "swish"],
-        ),
-        StageConfig(
-            name="stage1",
-            width=24,
-            layers=2,
-            stride=1,
-            ops=["mb_k3_e3", "mb_k5_e3", "fmb_k3_e2", "fmb_k3_e4", "conv_k3", "skip"],
-            acts=["relu", "swish"],
-        ),
-        StageConfig(
-            name="stage2",
-            width=48,
-            layers=3,
-            stride=2,
-            ops=["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "fmb_k3_e2", "fmb_k3_e4", "s2dconv_n2", "skip"],
-            acts=["relu", "swish"],
-        ),
+        StageConfig(name="s2d", width=24, layers=1, stride=2,
+                    ops=["s2dconv_n2", "s2d_n2", "conv_k3", "fmb_k3_e2", "mb_k3_e4"], acts=acts),
+        StageConfig(name="stage1", width=24, layers=2, stride=1,
+                    ops=["mb_k3_e3", "mb_k5_e3", "fmb_k3_e2", "fmb_k3_e4", "conv_k3", "skip"], acts=acts),
+        StageConfig(name="stage2", width=48, layers=3, stride=2,
+                    ops=["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "fmb_k3_e2", "fmb_k3_e4", "s2dconv_n2", "skip"], acts=acts),
     ]
 
 
-@dataclass
-class SpaceConfig:
+class SpaceConfig(Section):
     """The macro search space (claim-16 template: stem -> space-to-depth -> stages -> head)."""
 
-    stem: list[LayerConfig] = field(default_factory=_default_stem)
-    stages: list[StageConfig] = field(default_factory=_default_stages)
-    head: HeadConfig = field(default_factory=lambda: HeadConfig(width=128, act="relu", dropout=0.1))
+    stem: list[LayerConfig] = Field(default_factory=lambda: [LayerConfig()], min_length=1)
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
+    head: HeadConfig = Field(default_factory=lambda: HeadConfig(width=128, act="relu", dropout=0.1))
 
 
-@dataclass
-class SearchConfig:
+class SearchConfig(Section):
     """The bi-level differentiable search."""
 
-    relaxation: str = "single_path"
-    epochs: int = 6
-    warmup_epochs: int = 3
-    steps_per_epoch: int | None = None
-    weight_lr: float = 0.05
-    weight_momentum: float = 0.9
-    weight_decay: float = 4.0e-5
-    alpha_lr: float = 0.01
-    alpha_weight_decay: float = 0.0
-    tau_start: float = 5.0
-    tau_end: float = 0.5
+    relaxation: Relaxation = "single_path"
+    epochs: int = Field(6, ge=0, le=1000)
+    warmup_epochs: int = Field(3, ge=0, le=1000)
+    steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
+    weight_lr: Pos = 0.05
+    weight_momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(4.0e-5, ge=0)
+    alpha_lr: Pos = 0.01
+    alpha_weight_decay: float = Field(0.0, ge=0)
+    tau_start: Pos = 5.0
+    tau_end: Pos = 0.5
     second_order: bool = False
     share_act_weights: bool = True
-    grad_clip: float | None = 5.0
+    grad_clip: Optional[Pos] = 5.0
 
 
-@dataclass
-class HardwareConfig:
-    """The target device, how latency is measured there, and where the latency table lives."""
+class HardwareConfig(Section):
+    """The target device, how latency is measured there, and where the latency table lives.
 
-    device: str = "cpu"
-    batch_size: int = 32
-    dtype: str = "float32"
+    The measurement settings (:class:`~hwnas_darts.hardware.measure.MeasureSettings`) take their
+    defaults from this section, so a table built from defaults and one built from a config agree.
+    """
+
+    device: str = Field("cpu", pattern=r"^(cpu|cuda|auto|cuda:\d+)$")
+    batch_size: int = Field(32, ge=1, le=65536)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     channels_last: bool = True
     cuda_graphs: bool = False
-    threads: int | None = None
-    lut: str | None = "auto"
+    threads: Optional[int] = Field(None, ge=1, le=1024)
+    lut: Optional[str] = "auto"
     allow_mismatch: bool = False
-    min_run_time: float = 0.4
-    processes: int = 3
-    rounds: int = 4
-    reference: bool | None = None
-    warmup: int = 4
-    calibration_archs: int = 80
-    validation_archs: int = 30
+    min_run_time: float = Field(0.4, gt=0, le=30, description="seconds of timing per measured item")
+    processes: int = Field(3, ge=1, le=16)
+    rounds: int = Field(4, ge=1, le=100)
+    reference: Optional[bool] = None
+    warmup: int = Field(4, ge=0, le=1000)
+    calibration_archs: int = Field(80, ge=0, le=2000)
+    validation_archs: int = Field(30, ge=0, le=1000)
     probe: bool = True
-    build_devices: list[str] = field(default_factory=list)
-    check_archs: int = 8
-    check_tolerance: float = 10.0
-    on_check_fail: str = "warn"
+    build_devices: list[str] = Field(default_factory=list)
+    check_archs: int = Field(8, ge=0, le=200)
+    check_tolerance: float = Field(10.0, gt=0, le=100)
+    on_check_fail: Literal["warn", "recalibrate"] = "warn"
+
+    @model_validator(mode="after")
+    def _graphs_need_cuda(self):
+        if self.cuda_graphs and self.device == "cpu":
+            raise ValueError("CUDA graphs need hardware.device=cuda")
+        return self
 
 
-@dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """Hardware terms of the search loss and of the candidate score.
 
     ``score(m) = ACC * (LAT/LAT_t)^w * (I/I_t)^theta * (E/E_t)^gamma`` with
@@ -222,118 +209,113 @@ class ObjectiveConfig:
     ``gamma = efficiency_weight``. Targets are numbers or ``auto``.
     """
 
-    form: str = "mnasnet"
-    cost: str = "latency"
+    form: Literal["score", "fbnet", "hinge", "mnasnet"] = "mnasnet"
+    cost: Literal["latency", "macs"] = "latency"
     latency_weight: float = -0.07
     intensity_weight: float = 0.0
     efficiency_weight: float = 0.0
-    latency_target: float | str = "auto"
-    target_quantile: float = 0.5
-    intensity_target: float | str = "auto"
-    efficiency_target: float | str = "auto"
+    latency_target: Target = "auto"
+    target_quantile: float = Field(0.5, gt=0, lt=1)
+    intensity_target: Target = "auto"
+    efficiency_target: Target = "auto"
     latency_weight_below: float = 0.0
     latency_weight_above: float = -1.0
-    hinge_weight: float = 2.0
-    fbnet_alpha: float = 0.2
-    fbnet_beta: float = 0.6
+    hinge_weight: float = Field(2.0, ge=0)
+    fbnet_alpha: float = Field(0.2, ge=0)
+    fbnet_beta: float = Field(0.6, ge=0)
 
 
-@dataclass
-class DeriveConfig:
+class DeriveConfig(Section):
     """Discretisation: which candidates are scored, and how."""
 
-    num_samples: int = 8
+    num_samples: int = Field(8, ge=0, le=1000)
     constrained: bool = True
     measure: bool = True
-    finetune_steps: int = 0
-    bn_batches: int = 10
-    eval_batches: int | None = None
-    max_skips: int | None = None
-    seed: int | None = None
-    noise_floor: float = 0.02
+    finetune_steps: int = Field(0, ge=0, le=100000)
+    bn_batches: int = Field(10, ge=0, le=1000)
+    eval_batches: Optional[int] = Field(None, ge=1, le=100000)
+    max_skips: Optional[int] = Field(None, ge=0)
+    seed: Optional[int] = None
+    noise_floor: float = Field(0.02, ge=0, lt=0.5)
 
 
-@dataclass
-class RetrainConfig:
+class RetrainConfig(Section):
     """Retraining the chosen network from scratch."""
 
-    epochs: int = 5
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5.0e-4
-    label_smoothing: float = 0.1
-    steps_per_epoch: int | None = None
+    epochs: int = Field(5, ge=1, le=1000)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: Pos = 0.1
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5.0e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
     full_train: bool = True
 
 
-@dataclass
-class ScaleConfig:
+class ScaleConfig(Section):
     """Optional EfficientNet-style compound scaling of the chosen architecture."""
 
     enabled: bool = False
-    phi: float = 1.0
-    depth_coef: float = 1.2
-    width_coef: float = 1.1
-    resolution_coef: float = 1.15
-    depth: float | None = None
-    width: float | None = None
-    resolution: float | None = None
+    phi: float = Field(1.0, ge=0, le=8)
+    depth_coef: float = Field(1.2, ge=1, le=4)
+    width_coef: float = Field(1.1, ge=1, le=4)
+    resolution_coef: float = Field(1.15, ge=1, le=4)
+    depth: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
+    resolution: Optional[Annotated[float, Field(gt=0, le=16)]] = None
 
 
-@dataclass
-class ExportConfig:
+class ExportConfig(Section):
     """Which exports are written (each is verified in a fresh process)."""
 
     torchscript: bool = True
     program: bool = True
     onnx: bool = False
-    verify_batch: int = 3
+    verify_batch: int = Field(3, ge=1, le=1024)
 
 
-@dataclass
-class LoggerConfig:
-    """Experiment tracking."""
+class LoggerConfig(Section):
+    """Experiment tracking: W&B (online when logged in, else offline) by default."""
 
-    kind: str = "csv"
+    kind: Literal["wandb", "csv", "none"] = "wandb"
     project: str = "hwnas_darts"
-    entity: str | None = None
-    mode: str = "auto"
-    tags: list[str] = field(default_factory=list)
+    entity: Optional[str] = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    tags: list[str] = Field(default_factory=list)
 
 
-@dataclass
-class TrainerConfig:
+class TrainerConfig(Section):
     """Passed to Lightning's ``Trainer`` for the search and the retraining."""
 
     accelerator: str = "auto"
-    devices: int | str | list[int] = 1
-    num_nodes: int = 1
+    devices: Union[int, str, list[int]] = 1
+    num_nodes: int = Field(1, ge=1, le=4096)
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true"] = "32-true"
     deterministic: bool = False
     channels_last: bool = True
     progress: bool = True
+    sync_timeout_minutes: float = Field(120.0, gt=0, le=24 * 60,
+                                        description="how long ranks wait for rank 0's single-process stages")
 
 
-@dataclass
-class Config:
+class Config(Section):
     """The whole run."""
 
-    name: str = "fashion_mnist"
+    name: str = Field("fashion_mnist", min_length=1, pattern=r"^[^/]+$")
     seed: int = 0
-    out: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    hardware: HardwareConfig = field(default_factory=HardwareConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    derive: DeriveConfig = field(default_factory=DeriveConfig)
-    retrain: RetrainConfig = field(default_factory=RetrainConfig)
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out: Optional[str] = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    derive: DeriveConfig = Field(default_factory=DeriveConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    logger: LoggerConfig = Field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
     def run_dir(self) -> Path:
         """The run directory: ``out`` if set, else ``runs/<name>``."""
@@ -341,241 +323,84 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# Conversion from plain data, with every problem collected
+# pydantic's errors as one message per YAML path
 # --------------------------------------------------------------------------------------------
-_MISSING = object()
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (arg,) = typing.get_args(tp) or (Any,)
-        return f"list of {_type_name(arg)}"
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
-    """Convert ``value`` to ``tp``; append a message to ``problems`` and return _MISSING on error."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        # try exact-kind matches first (so 3 stays an int in int | str)
-        for arg in args:
-            if arg is type(None):
-                continue
-            sub: list[str] = []
-            out = _convert(value, arg, path, sub)
-            if not sub:
-                return out
-        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
-        return _MISSING
-    if origin is list:
-        (arg,) = typing.get_args(tp) or (Any,)
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{path}: expected a list, got {value!r}")
-            return _MISSING
-        out_list = []
-        for i, item in enumerate(value):
-            conv = _convert(item, arg, f"{path}.{i}", problems)
-            if conv is not _MISSING:
-                out_list.append(conv)
-        return out_list
-    if dataclasses.is_dataclass(tp):
-        return _from_dict(tp, value, path, problems)
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        problems.append(f"{path}: expected true or false, got {value!r}")
-        return _MISSING
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        problems.append(f"{path}: expected an integer, got {value!r}")
-        return _MISSING
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        problems.append(f"{path}: expected a number, got {value!r}")
-        return _MISSING
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        problems.append(f"{path}: expected a string, got {value!r}")
-        return _MISSING
-    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug, not user input
-
-
-def _from_dict(cls: type, data: Any, path: str, problems: list[str]) -> Any:
-    where = path or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.append(f"{where}: expected a mapping of keys to values, got {data!r}")
-        return _MISSING
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        sub = f"{path}.{key}" if path else str(key)
-        if key not in fields:
-            valid = ", ".join(fields)
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{sub}: unknown key{hint}; valid keys of {where}: {valid}")
+def _walk(loc: tuple) -> tuple[str, type[BaseModel] | None, list[str]]:
+    """The YAML path of ``loc`` (pydantic's union/type tags dropped) and the model it ends in."""
+    model: Any = Config
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(str(item))
             continue
-        conv = _convert(value, hints[key], sub, problems)
-        if conv is not _MISSING:
-            kwargs[key] = conv
-    return cls(**kwargs)
+        fields = getattr(model, "model_fields", None)
+        if fields is None or item not in fields:
+            if fields is not None:
+                parts.append(str(item))  # an unknown key: part of the path, the walk ends
+            break  # else a union member's or a type's tag: not part of the YAML path
+        parts.append(item)
+        ann = fields[item].annotation
+        model = next((a for a in _members(ann) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return ".".join(parts), model, parts
 
 
-# --------------------------------------------------------------------------------------------
-# Semantic validation (ranges and choices); the space's shapes are checked by SearchSpace
-# --------------------------------------------------------------------------------------------
-def _check(problems: list[str], ok: bool, path: str, msg: str) -> None:
-    if not ok:
-        problems.append(f"{path}: {msg}")
-
-
-def _validate(cfg: Config) -> list[str]:
-    p: list[str] = []
-    d, s, h, o = cfg.data, cfg.search, cfg.hardware, cfg.objective
-    _check(p, bool(cfg.name) and "/" not in cfg.name, "name", f"must be a non-empty name without '/', got {cfg.name!r}")
-    _check(p, d.dataset in DATASETS, "data.dataset", f"unknown dataset {d.dataset!r}; choose one of {', '.join(DATASETS)}")
-    _check(p, 0.0 < d.val_fraction < 1.0, "data.val_fraction", f"must be in (0, 1), got {d.val_fraction}")
-    _check(p, 0.0 < d.test_fraction < 1.0, "data.test_fraction", f"must be in (0, 1), got {d.test_fraction}")
-    _check(p, 1 <= d.batch_size <= 65536, "data.batch_size", f"must be >= 1 (and <= 65536), got {d.batch_size}")
-    _check(p, 1 <= d.eval_batch_size <= 65536, "data.eval_batch_size", f"must be >= 1 (and <= 65536), got {d.eval_batch_size}")
-    _check(p, d.num_workers >= 0, "data.num_workers", f"must be >= 0, got {d.num_workers}")
-    _check(p, d.search_subset is None or d.search_subset >= 10, "data.search_subset", f"must be null or >= 10, got {d.search_subset}")
-    _check(p, d.image_size is None or 4 <= d.image_size <= 4096, "data.image_size", f"must be null or in [4, 4096], got {d.image_size}")
-    _check(p, d.channels in (None, 1, 3), "data.channels", f"must be null, 1 or 3, got {d.channels}")
-    if d.dataset == "imagefolder":
-        _check(p, d.root is not None, "data.root", "the imagefolder dataset needs data.root=DIR (one sub-directory per class)")
-    syn = d.synthetic
-    for key, hi in (("num_train", 10**7), ("num_test", 10**7), ("size", 1024), ("num_classes", 1000)):
-        val = getattr(syn, key)
-        _check(p, 2 <= val <= hi, f"data.synthetic.{key}", f"must be in [2, {hi}], got {val}")
-    _check(p, syn.channels in (1, 3), "data.synthetic.channels", f"must be 1 or 3, got {syn.channels}")
-    _check(p, syn.noise >= 0, "data.synthetic.noise", f"must be >= 0, got {syn.noise}")
-
-    _check(p, len(cfg.space.stem) >= 1, "space.stem", "needs at least one layer")
-    _check(p, len(cfg.space.stages) >= 1, "space.stages", "needs at least one stage")
-    for i, st in enumerate(cfg.space.stages):
-        _check(p, 1 <= st.width <= MAX_WIDTH, f"space.stages.{i}.width", f"must be >= 1 (and <= {MAX_WIDTH}), got {st.width}")
-        _check(p, 1 <= st.layers <= 64, f"space.stages.{i}.layers", f"must be >= 1 (and <= 64), got {st.layers}")
-        _check(p, 1 <= st.stride <= 8, f"space.stages.{i}.stride", f"must be in [1, 8], got {st.stride}")
-        _check(p, len(st.ops) >= 1, f"space.stages.{i}.ops", "needs at least one candidate op")
-    for i, lay in enumerate(cfg.space.stem):
-        _check(p, 1 <= lay.width <= MAX_WIDTH, f"space.stem.{i}.width", f"must be >= 1 (and <= {MAX_WIDTH}), got {lay.width}")
-        _check(p, 1 <= lay.stride <= 8, f"space.stem.{i}.stride", f"must be in [1, 8], got {lay.stride}")
-    _check(p, 1 <= cfg.space.head.width <= MAX_WIDTH, "space.head.width",
-           f"must be >= 1 (and <= {MAX_WIDTH}), got {cfg.space.head.width}")
-    _check(p, 0.0 <= cfg.space.head.dropout < 1.0, "space.head.dropout", f"must be in [0, 1), got {cfg.space.head.dropout}")
-
-    _check(p, s.relaxation in RELAXATIONS, "search.relaxation", f"unknown relaxation {s.relaxation!r}; choose one of {', '.join(RELAXATIONS)}")
-    _check(p, s.epochs >= 0, "search.epochs", f"must be >= 0, got {s.epochs}")
-    _check(p, s.warmup_epochs >= 0, "search.warmup_epochs", f"must be >= 0, got {s.warmup_epochs}")
-    _check(p, s.steps_per_epoch is None or s.steps_per_epoch >= 1, "search.steps_per_epoch", f"must be null or >= 1, got {s.steps_per_epoch}")
-    _check(p, s.weight_lr > 0, "search.weight_lr", f"must be > 0, got {s.weight_lr}")
-    _check(p, s.alpha_lr > 0, "search.alpha_lr", f"must be > 0, got {s.alpha_lr}")
-    _check(p, 0 <= s.weight_momentum < 1, "search.weight_momentum", f"must be in [0, 1), got {s.weight_momentum}")
-    _check(p, s.weight_decay >= 0, "search.weight_decay", f"must be >= 0, got {s.weight_decay}")
-    _check(p, s.alpha_weight_decay >= 0, "search.alpha_weight_decay", f"must be >= 0, got {s.alpha_weight_decay}")
-    _check(p, s.tau_start > 0, "search.tau_start", f"temperature must be > 0, got {s.tau_start}")
-    _check(p, s.tau_end > 0, "search.tau_end", f"temperature must be > 0, got {s.tau_end}")
-    _check(p, s.grad_clip is None or s.grad_clip > 0, "search.grad_clip", f"must be null or > 0, got {s.grad_clip}")
-
-    _check(p, h.device in ("cpu", "cuda", "auto") or h.device.startswith("cuda:"), "hardware.device", f"must be cpu, cuda, cuda:N or auto, got {h.device!r}")
-    _check(p, 1 <= h.batch_size <= 65536, "hardware.batch_size", f"must be >= 1 (and <= 65536), got {h.batch_size}")
-    _check(p, h.dtype in ("float32", "float16", "bfloat16"), "hardware.dtype", f"must be float32, float16 or bfloat16, got {h.dtype!r}")
-    _check(p, h.threads is None or h.threads >= 1, "hardware.threads", f"must be null or >= 1, got {h.threads}")
-    _check(p, 0 < h.min_run_time <= 30, "hardware.min_run_time",
-           f"must be > 0 and <= 30 seconds of timing per item, got {h.min_run_time}")
-    _check(p, 0 <= h.check_archs <= 200, "hardware.check_archs", f"must be in [0, 200], got {h.check_archs}")
-    _check(p, 0 < h.check_tolerance <= 100, "hardware.check_tolerance",
-           f"must be a percentage in (0, 100], got {h.check_tolerance}")
-    _check(p, h.on_check_fail in ("warn", "recalibrate"), "hardware.on_check_fail",
-           f"must be warn or recalibrate, got {h.on_check_fail!r}")
-    _check(p, h.warmup >= 0, "hardware.warmup", f"must be >= 0, got {h.warmup}")
-    _check(p, h.rounds >= 1, "hardware.rounds", f"must be >= 1, got {h.rounds}")
-    _check(p, 1 <= h.processes <= 16, "hardware.processes", f"must be in [1, 16], got {h.processes}")
-    _check(p, h.calibration_archs >= 0, "hardware.calibration_archs", f"must be >= 0, got {h.calibration_archs}")
-    _check(p, h.validation_archs >= 0, "hardware.validation_archs", f"must be >= 0, got {h.validation_archs}")
-    if h.cuda_graphs:
-        _check(p, h.device != "cpu", "hardware.cuda_graphs", "CUDA graphs need hardware.device=cuda")
-
-    _check(p, o.form in OBJECTIVE_FORMS, "objective.form", f"unknown form {o.form!r}; choose one of {', '.join(OBJECTIVE_FORMS)}")
-    _check(p, o.cost in ("latency", "macs"), "objective.cost", f"must be latency or macs, got {o.cost!r}")
-    for key in ("latency_target", "intensity_target", "efficiency_target"):
-        val = getattr(o, key)
-        if isinstance(val, str):
-            _check(p, val == "auto", f"objective.{key}", f"must be a positive number or 'auto', got {val!r}")
+def _members(ann: Any) -> list[Any]:
+    out, todo = [], [ann]
+    while todo:
+        a = todo.pop()
+        args = getattr(a, "__args__", None)
+        if args and getattr(a, "__origin__", None) is not Literal:
+            todo.extend(args)
         else:
-            _check(p, val > 0, f"objective.{key}", f"must be > 0, got {val}")
-    _check(p, 0.0 < o.target_quantile < 1.0, "objective.target_quantile", f"must be in (0, 1), got {o.target_quantile}")
-    _check(p, o.hinge_weight >= 0, "objective.hinge_weight", f"must be >= 0, got {o.hinge_weight}")
-    _check(p, o.fbnet_alpha >= 0, "objective.fbnet_alpha", f"must be >= 0, got {o.fbnet_alpha}")
-    _check(p, o.fbnet_beta >= 0, "objective.fbnet_beta", f"must be >= 0, got {o.fbnet_beta}")
+            out.append(a)
+    return out
 
-    dv = cfg.derive
-    _check(p, dv.num_samples >= 0, "derive.num_samples", f"must be >= 0, got {dv.num_samples}")
-    _check(p, dv.finetune_steps >= 0, "derive.finetune_steps", f"must be >= 0, got {dv.finetune_steps}")
-    _check(p, dv.bn_batches >= 0, "derive.bn_batches", f"must be >= 0, got {dv.bn_batches}")
-    _check(p, 0 <= dv.noise_floor < 0.5, "derive.noise_floor",
-           f"must be a relative latency noise in [0, 0.5), got {dv.noise_floor}")
-    _check(p, dv.eval_batches is None or dv.eval_batches >= 1, "derive.eval_batches", f"must be null or >= 1, got {dv.eval_batches}")
-    _check(p, dv.max_skips is None or dv.max_skips >= 0, "derive.max_skips", f"must be null or >= 0, got {dv.max_skips}")
 
-    r = cfg.retrain
-    _check(p, r.epochs >= 1, "retrain.epochs", f"must be >= 1, got {r.epochs}")
-    _check(p, r.optimizer in ("sgd", "adamw"), "retrain.optimizer", f"must be sgd or adamw, got {r.optimizer!r}")
-    _check(p, r.lr > 0, "retrain.lr", f"must be > 0, got {r.lr}")
-    _check(p, 0 <= r.momentum < 1, "retrain.momentum", f"must be in [0, 1), got {r.momentum}")
-    _check(p, r.weight_decay >= 0, "retrain.weight_decay", f"must be >= 0, got {r.weight_decay}")
-    _check(p, 0 <= r.label_smoothing < 1, "retrain.label_smoothing", f"must be in [0, 1), got {r.label_smoothing}")
-    _check(p, r.steps_per_epoch is None or r.steps_per_epoch >= 1, "retrain.steps_per_epoch", f"must be null or >= 1, got {r.steps_per_epoch}")
-
-    sc = cfg.scale
-    for key in ("depth_coef", "width_coef", "resolution_coef"):
-        _check(p, getattr(sc, key) >= 1.0, f"scale.{key}", f"must be >= 1, got {getattr(sc, key)}")
-    _check(p, sc.phi >= 0, "scale.phi", f"must be >= 0, got {sc.phi}")
-    for key in ("depth", "width", "resolution"):
-        val = getattr(sc, key)
-        _check(p, val is None or val > 0, f"scale.{key}", f"must be null or > 0, got {val}")
-    _check(p, cfg.export.verify_batch >= 1, "export.verify_batch", f"must be >= 1, got {cfg.export.verify_batch}")
-
-    lg = cfg.logger
-    _check(p, lg.kind in ("wandb", "csv", "none"), "logger.kind", f"must be wandb, csv or none, got {lg.kind!r}")
-    _check(p, lg.mode in ("auto", "online", "offline", "disabled"), "logger.mode", f"must be auto, online, offline or disabled, got {lg.mode!r}")
-
-    t = cfg.trainer
-    _check(p, t.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {t.num_nodes}")
-    precisions = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true")
-    _check(p, t.precision in precisions, "trainer.precision", f"must be one of {', '.join(precisions)}, got {t.precision!r}")
-    return p
+def _problems(exc: ValidationError) -> list[str]:
+    merged: dict[str, list[Any]] = {}
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent, owner, _ = _walk(loc[:-1])
+            owner = owner or Config
+            valid = list(owner.model_fields)
+            key = str(loc[-1])
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            full = f"{parent}.{key}" if parent else key
+            merged.setdefault(full, []).append(f"unknown key{hint}; valid keys of {parent or 'config'}: {', '.join(valid)}")
+            continue
+        path, _, _ = _walk(loc)
+        msg = err["msg"].removeprefix("Value error, ")
+        got = f", got {err['input']!r}" if err["type"] != "value_error" and "input" in err else ""
+        merged.setdefault(path or "config", []).append((msg[:1].lower() + msg[1:], got))
+    out = []
+    for path, items in merged.items():
+        if isinstance(items[0], str):
+            out.append(f"{path}: {items[0]}")
+            continue
+        msgs = list(dict.fromkeys(m for m, _ in items))
+        rest = [m.removeprefix("input should be ") for m in msgs[1:]]
+        out.append(f"{path}: {' or '.join([msgs[0]] + rest)}{items[0][1]}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # Public helpers
 # --------------------------------------------------------------------------------------------
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from plain data; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {data!r}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The configuration as plain data (what ``config.yaml`` holds)."""
-    return dataclasses.asdict(cfg)
+    return cfg.model_dump(mode="python")
 
 
 def config_to_yaml(cfg: Config) -> str:
@@ -618,7 +443,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _yaml(raw) if raw != "" else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from exc
         _set_dotted(data, key, value)
@@ -634,25 +459,13 @@ def default_config_path() -> Path | None:
     return None
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from plain data; raise ConfigError on any problem."""
-    problems: list[str] = []
-    cfg = _from_dict(Config, data, "", problems)
-    if cfg is _MISSING or problems:
-        raise ConfigError(problems)
-    problems = _validate(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
-
-
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML config file into a dict, with clear errors for missing or malformed files."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:

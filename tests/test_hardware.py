@@ -18,7 +18,7 @@ from hwnas_darts.space.space import OpKey
 
 from .conftest import has_cuda
 
-FAST = dict(min_run_time=0.01, rounds=2, warmup=1, min_samples=3)
+FAST = dict(min_run_time=0.01, rounds=2, warmup=1, min_samples=3, processes=1)
 
 
 # ---------------------------------------------------------------- counters
@@ -340,7 +340,7 @@ def test_measured_table_end_to_end(tiny_table, tiny_space):
     assert tiny_table.validation["repeatability"]["n"] == 4 and tiny_table.reference_nominal
 
 
-QUIET = dict(batch_size=8, threads=1, min_run_time=0.08, warmup=2)  # longer, single-threaded: robust on a busy machine
+QUIET = dict(batch_size=8, threads=1, min_run_time=0.08, warmup=2, processes=1)  # longer, single-threaded: robust on a busy machine
 
 
 @pytest.fixture(scope="module")

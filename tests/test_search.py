@@ -74,8 +74,8 @@ def test_second_order_architecture_gradient_matches_exact_unrolled_gradient(tiny
     from hwnas_darts.search import SearchModule
 
     torch.manual_seed(0)
-    cfg = dataclasses.replace(tiny_cfg.search, relaxation="softmax", second_order=True, weight_lr=0.5,
-                              weight_decay=1e-3)
+    cfg = tiny_cfg.search.model_copy(update=dict(relaxation="softmax", second_order=True, weight_lr=0.5,
+                                                       weight_decay=1e-3))
     mod = SearchModule(tiny_space, cfg).double()
     mod._trainer = types.SimpleNamespace(world_size=1)
     net = mod.supernet.train()

@@ -29,6 +29,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ..config import HardwareConfig
+
 __all__ = ["MeasureSettings", "Timing", "measure_module", "measure_modules", "measure_callable", "cpu_name",
            "device_name", "available_cores", "reference_modules", "drift_factors", "compute_share"]
 
@@ -113,26 +115,33 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
+_HW = HardwareConfig()  # the one source of the defaults shared with the config's hardware section
+
+
 @dataclass
 class MeasureSettings:
-    """How and where latency is measured (the device record of a latency table derives from it)."""
+    """How and where latency is measured (the device record of a latency table derives from it).
 
-    device: str = "cpu"
-    batch_size: int = 32
-    dtype: str = "float32"
-    channels_last: bool = False
-    cuda_graphs: bool = False
-    threads: int | None = None
-    warmup: int = 3
-    min_run_time: float = 0.1
+    The fields shared with the ``hardware`` config section default to that section's defaults;
+    :meth:`from_config` is how the pipeline builds them.
+    """
+
+    device: str = _HW.device
+    batch_size: int = _HW.batch_size
+    dtype: str = _HW.dtype
+    channels_last: bool = _HW.channels_last
+    cuda_graphs: bool = _HW.cuda_graphs
+    threads: int | None = _HW.threads
+    warmup: int = _HW.warmup
+    min_run_time: float = _HW.min_run_time
     block_time: float = 0.002  # CUDA: runs per event-timed sample reach at least this long
     min_samples: int = 8
-    rounds: int = 4  # CUDA: interleaved rounds of event-timed blocks
-    reference: bool | None = None
+    rounds: int = _HW.rounds  # CUDA: interleaved rounds of event-timed blocks
+    reference: bool | None = _HW.reference
     burst_time: float = 0.002  # CPU: calls of one item per cycle last at least this long (seconds)
     warm_call: bool = True  # CPU: one untimed call of an item right before its timed burst in each cycle
     max_cycles: int = 2000
-    processes: int = 1  # CPU: fresh processes a set of networks is measured in (see hardware.model)
+    processes: int = _HW.processes  # CPU: fresh processes a set of networks is measured in (see hardware.model)
 
     def __post_init__(self):
         if self.device == "auto":
@@ -148,10 +157,10 @@ class MeasureSettings:
             raise ValueError("CUDA graphs need a CUDA device")
 
     @classmethod
-    def from_config(cls, hw: Any) -> "MeasureSettings":
-        return cls(device=hw.device, batch_size=hw.batch_size, dtype=hw.dtype, channels_last=hw.channels_last,
-                   cuda_graphs=hw.cuda_graphs, threads=hw.threads, warmup=hw.warmup, min_run_time=hw.min_run_time,
-                   rounds=hw.rounds, reference=hw.reference, processes=hw.processes)
+    def from_config(cls, hw: HardwareConfig) -> "MeasureSettings":
+        """Every field the hardware section shares with the settings, taken from it."""
+        shared = {f.name for f in dataclasses.fields(cls)} & set(type(hw).model_fields)
+        return cls(**{k: getattr(hw, k) for k in shared})
 
     @property
     def is_cuda(self) -> bool:
