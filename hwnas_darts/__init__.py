@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .config import Config, load_config
 from .errors import HwnasError
-from .hardware.lut import LatencyTable
+from .hardware.table import LatencyTable
 from .hardware.model import LatencyModel
 from .network import build_network
 from .space.arch import Arch, Scale

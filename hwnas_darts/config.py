@@ -18,10 +18,10 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError
 
 from .errors import ConfigError
 
@@ -31,13 +31,6 @@ __all__ = [
     "ExportConfig", "LoggerConfig", "TrainerConfig", "load_config", "apply_overrides", "config_to_dict",
     "config_to_yaml", "config_from_dict", "read_yaml", "default_config_path",
 ]
-
-MAX_WIDTH = 16384
-Relaxation = Literal["softmax", "gumbel", "single_path"]
-#: strictly positive / non-negative numbers with an upper bound (``le``) where they scale cost
-Pos = Annotated[float, Field(gt=0)]
-Target = Union[Annotated[float, Field(gt=0)], Literal["auto"]]
-
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e9`` as a string; this loader reads it as the number a user meant."""
@@ -52,251 +45,9 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=False)
-
-
-# --------------------------------------------------------------------------------------------
-# Sections
-# --------------------------------------------------------------------------------------------
-class SyntheticConfig(Section):
-    """A learnable synthetic image set (class-dependent patterns plus noise), for tests."""
-
-    num_train: int = Field(512, ge=2, le=10**7)
-    num_test: int = Field(256, ge=2, le=10**7)
-    channels: Literal[1, 3] = 1
-    size: int = Field(16, ge=2, le=1024)
-    num_classes: int = Field(4, ge=2, le=1000)
-    noise: float = Field(0.6, ge=0)
-
-
-class DataConfig(Section):
-    """Where the images come from and how they are split and batched."""
-
-    dataset: Literal["fashion_mnist", "cifar10", "digits", "imagefolder", "synthetic"] = "fashion_mnist"
-    root: Optional[str] = None
-    download: bool = True
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    search_subset: Optional[int] = Field(24000, ge=10, le=10**8)
-    batch_size: int = Field(64, ge=1, le=65536)
-    eval_batch_size: int = Field(500, ge=1, le=65536)
-    num_workers: int = Field(0, ge=0, le=64)
-    augment: bool = True
-    image_size: Optional[int] = Field(None, ge=4, le=4096)
-    channels: Optional[Literal[1, 3]] = None
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
-
-    @model_validator(mode="after")
-    def _root_for_folders(self):
-        if self.dataset == "imagefolder" and self.root is None:
-            raise ValueError("the imagefolder dataset needs data.root=DIR (one sub-directory per class)")
-        return self
-
-
-class LayerConfig(Section):
-    """One fixed layer of the stem: an op of the registry, its output width and stride."""
-
-    op: str = "conv_k3_relu"
-    width: int = Field(16, ge=1, le=MAX_WIDTH)
-    stride: int = Field(1, ge=1, le=8)
-
-
-class StageConfig(Section):
-    """A stage of searchable layers: every layer chooses one op among ``ops``.
-
-    Ops written without an activation suffix are expanded once per entry of ``acts``. The first
-    layer of the stage has ``stride``; the others have stride 1. Ops that cannot run at a
-    layer's shape (a skip where the shape changes, a space-to-depth op at stride 1) are left out
-    of that layer's choices; an op that fits no layer of the stage is an error.
-    """
-
-    width: int = Field(32, ge=1, le=MAX_WIDTH)
-    layers: int = Field(1, ge=1, le=64)
-    stride: int = Field(1, ge=1, le=8)
-    ops: list[str] = Field(default_factory=list, min_length=1)
-    acts: list[str] = Field(default_factory=lambda: ["relu"])
-    name: Optional[str] = None
-
-
-class HeadConfig(Section):
-    """Classifier head: 1x1 conv to ``width``, activation, global pool, dropout, linear."""
-
-    width: int = Field(128, ge=1, le=MAX_WIDTH)
-    act: str = "relu"
-    dropout: float = Field(0.0, ge=0, lt=1)
-
-
-def _default_stages() -> list[StageConfig]:
-    acts = ["relu", "swish"]
-    return [
-        StageConfig(name="s2d", width=24, layers=1, stride=2,
-                    ops=["s2dconv_n2", "s2d_n2", "conv_k3", "fmb_k3_e2", "mb_k3_e4"], acts=acts),
-        StageConfig(name="stage1", width=24, layers=2, stride=1,
-                    ops=["mb_k3_e3", "mb_k5_e3", "fmb_k3_e2", "fmb_k3_e4", "conv_k3", "skip"], acts=acts),
-        StageConfig(name="stage2", width=48, layers=3, stride=2,
-                    ops=["mb_k3_e3", "mb_k5_e3", "mb_k3_e6", "fmb_k3_e2", "fmb_k3_e4", "s2dconv_n2", "skip"], acts=acts),
-    ]
-
-
-class SpaceConfig(Section):
-    """The macro search space (claim-16 template: stem -> space-to-depth -> stages -> head)."""
-
-    stem: list[LayerConfig] = Field(default_factory=lambda: [LayerConfig()], min_length=1)
-    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
-    head: HeadConfig = Field(default_factory=lambda: HeadConfig(width=128, act="relu", dropout=0.1))
-
-
-class SearchConfig(Section):
-    """The bi-level differentiable search."""
-
-    relaxation: Relaxation = "single_path"
-    epochs: int = Field(6, ge=0, le=1000)
-    warmup_epochs: int = Field(3, ge=0, le=1000)
-    steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
-    weight_lr: Pos = 0.05
-    weight_momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(4.0e-5, ge=0)
-    alpha_lr: Pos = 0.01
-    alpha_weight_decay: float = Field(0.0, ge=0)
-    tau_start: Pos = 5.0
-    tau_end: Pos = 0.5
-    second_order: bool = False
-    share_act_weights: bool = True
-    grad_clip: Optional[Pos] = 5.0
-
-
-class HardwareConfig(Section):
-    """The target device, how latency is measured there, and where the latency table lives.
-
-    The measurement settings (:class:`~hwnas_darts.hardware.measure.MeasureSettings`) take their
-    defaults from this section, so a table built from defaults and one built from a config agree.
-    """
-
-    device: str = Field("cpu", pattern=r"^(cpu|cuda|auto|cuda:\d+)$")
-    batch_size: int = Field(32, ge=1, le=65536)
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    channels_last: bool = True
-    cuda_graphs: bool = False
-    threads: Optional[int] = Field(None, ge=1, le=1024)
-    lut: Optional[str] = "auto"
-    allow_mismatch: bool = False
-    min_run_time: float = Field(0.4, gt=0, le=30, description="seconds of timing per measured item")
-    processes: int = Field(3, ge=1, le=16)
-    rounds: int = Field(4, ge=1, le=100)
-    reference: Optional[bool] = None
-    warmup: int = Field(4, ge=0, le=1000)
-    calibration_archs: int = Field(80, ge=0, le=2000)
-    validation_archs: int = Field(30, ge=0, le=1000)
-    probe: bool = True
-    build_devices: list[str] = Field(default_factory=list)
-    check_archs: int = Field(8, ge=0, le=200)
-    check_tolerance: float = Field(10.0, gt=0, le=100)
-    on_check_fail: Literal["warn", "recalibrate"] = "warn"
-
-    @model_validator(mode="after")
-    def _graphs_need_cuda(self):
-        if self.cuda_graphs and self.device == "cpu":
-            raise ValueError("CUDA graphs need hardware.device=cuda")
-        return self
-
-
-class ObjectiveConfig(Section):
-    """Hardware terms of the search loss and of the candidate score.
-
-    ``score(m) = ACC * (LAT/LAT_t)^w * (I/I_t)^theta * (E/E_t)^gamma`` with
-    ``w = latency_weight`` (negative: slower is worse), ``theta = intensity_weight`` and
-    ``gamma = efficiency_weight``. Targets are numbers or ``auto``.
-    """
-
-    form: Literal["score", "fbnet", "hinge", "mnasnet"] = "mnasnet"
-    cost: Literal["latency", "macs"] = "latency"
-    latency_weight: float = -0.07
-    intensity_weight: float = 0.0
-    efficiency_weight: float = 0.0
-    latency_target: Target = "auto"
-    target_quantile: float = Field(0.5, gt=0, lt=1)
-    intensity_target: Target = "auto"
-    efficiency_target: Target = "auto"
-    latency_weight_below: float = 0.0
-    latency_weight_above: float = -1.0
-    hinge_weight: float = Field(2.0, ge=0)
-    fbnet_alpha: float = Field(0.2, ge=0)
-    fbnet_beta: float = Field(0.6, ge=0)
-
-
-class DeriveConfig(Section):
-    """Discretisation: which candidates are scored, and how."""
-
-    num_samples: int = Field(8, ge=0, le=1000)
-    constrained: bool = True
-    measure: bool = True
-    finetune_steps: int = Field(0, ge=0, le=100000)
-    bn_batches: int = Field(10, ge=0, le=1000)
-    eval_batches: Optional[int] = Field(None, ge=1, le=100000)
-    max_skips: Optional[int] = Field(None, ge=0)
-    seed: Optional[int] = None
-    noise_floor: float = Field(0.02, ge=0, lt=0.5)
-
-
-class RetrainConfig(Section):
-    """Retraining the chosen network from scratch."""
-
-    epochs: int = Field(5, ge=1, le=1000)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: Pos = 0.1
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5.0e-4, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
-    full_train: bool = True
-
-
-class ScaleConfig(Section):
-    """Optional EfficientNet-style compound scaling of the chosen architecture."""
-
-    enabled: bool = False
-    phi: float = Field(1.0, ge=0, le=8)
-    depth_coef: float = Field(1.2, ge=1, le=4)
-    width_coef: float = Field(1.1, ge=1, le=4)
-    resolution_coef: float = Field(1.15, ge=1, le=4)
-    depth: Optional[Annotated[float, Field(gt=0, le=16)]] = None
-    width: Optional[Annotated[float, Field(gt=0, le=16)]] = None
-    resolution: Optional[Annotated[float, Field(gt=0, le=16)]] = None
-
-
-class ExportConfig(Section):
-    """Which exports are written (each is verified in a fresh process)."""
-
-    torchscript: bool = True
-    program: bool = True
-    onnx: bool = False
-    verify_batch: int = Field(3, ge=1, le=1024)
-
-
-class LoggerConfig(Section):
-    """Experiment tracking: W&B (online when logged in, else offline) by default."""
-
-    kind: Literal["wandb", "csv", "none"] = "wandb"
-    project: str = "hwnas_darts"
-    entity: Optional[str] = None
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    tags: list[str] = Field(default_factory=list)
-
-
-class TrainerConfig(Section):
-    """Passed to Lightning's ``Trainer`` for the search and the retraining."""
-
-    accelerator: str = "auto"
-    devices: Union[int, str, list[int]] = 1
-    num_nodes: int = Field(1, ge=1, le=4096)
-    strategy: str = "auto"
-    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true"] = "32-true"
-    deterministic: bool = False
-    channels_last: bool = True
-    progress: bool = True
-    sync_timeout_minutes: float = Field(120.0, gt=0, le=24 * 60,
-                                        description="how long ranks wait for rank 0's single-process stages")
+from .sections import (DataConfig, DeriveConfig, ExportConfig, HardwareConfig, HeadConfig,  # noqa: E402
+                       LayerConfig, LoggerConfig, ObjectiveConfig, RetrainConfig, ScaleConfig, SearchConfig,
+                       Section, SpaceConfig, StageConfig, SyntheticConfig, TrainerConfig)
 
 
 class Config(Section):
@@ -356,6 +107,28 @@ def _members(ann: Any) -> list[Any]:
     return out
 
 
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+_TYPES = {"int_type": "expected an integer", "int_from_float": "expected an integer", "float_type": "expected a number",
+          "bool_type": "expected true or false", "string_type": "expected a string", "list_type": "expected a list",
+          "model_type": "expected a mapping of keys to values", "dict_type": "expected a mapping of keys to values"}
+
+
+def _message(err: dict[str, Any]) -> str:
+    """One pydantic error in the words of this package ("must be >= 1")."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {bound:g}" if isinstance(bound, (int, float)) else f"must be {_BOUNDS[kind]} {bound}"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind in _TYPES:
+        return _TYPES[kind]
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
 def _problems(exc: ValidationError) -> list[str]:
     merged: dict[str, list[Any]] = {}
     for err in exc.errors(include_url=False):
@@ -371,16 +144,16 @@ def _problems(exc: ValidationError) -> list[str]:
             merged.setdefault(full, []).append(f"unknown key{hint}; valid keys of {parent or 'config'}: {', '.join(valid)}")
             continue
         path, _, _ = _walk(loc)
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = _message(err)
         got = f", got {err['input']!r}" if err["type"] != "value_error" and "input" in err else ""
-        merged.setdefault(path or "config", []).append((msg[:1].lower() + msg[1:], got))
+        merged.setdefault(path or "config", []).append((msg, got))
     out = []
     for path, items in merged.items():
         if isinstance(items[0], str):
             out.append(f"{path}: {items[0]}")
             continue
         msgs = list(dict.fromkeys(m for m, _ in items))
-        rest = [m.removeprefix("input should be ") for m in msgs[1:]]
+        rest = [m.removeprefix("must be ").removeprefix("expected ") for m in msgs[1:]]
         out.append(f"{path}: {' or '.join([msgs[0]] + rest)}{items[0][1]}")
     return out
 

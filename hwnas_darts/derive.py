@@ -16,25 +16,26 @@ layers of every candidate (the guard against the DARTS collapse onto skip connec
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .config import DeriveConfig, ObjectiveConfig
-from .data import cycle_batches
+from .evaluate import evaluate_accuracy, finetune_subnet, recalibrate_bn
+from .io import atomic_write_json, read_json
 from .objective import Targets, score
 from .space.arch import Arch
 from .supernet import SuperNet
 
 if TYPE_CHECKING:
     from .hardware.model import LatencyModel
+    from .runner import RunContext
 
-__all__ = ["Candidate", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
+__all__ = ["Candidate", "Derived", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
            "score_candidates", "select_best", "skip_share"]
 
 _logger = logging.getLogger(__name__)
@@ -159,70 +160,6 @@ def propose_candidates(supernet: SuperNet, cfg: DeriveConfig, seed: int, model: 
     return list(found.values())
 
 
-@torch.no_grad()
-def recalibrate_bn(supernet: SuperNet, arch: Arch, loader: Iterable, batches: int = 20,
-                   device: torch.device | str = "cpu") -> None:
-    """Recompute the BatchNorm statistics along the subnet ``arch``.
-
-    During single-path training each BN layer's running statistics average over inputs coming
-    from every sampled predecessor, which is not the distribution the fixed subnet produces;
-    evaluating with them underestimates accuracy badly. The standard one-shot fix: reset the
-    statistics and re-estimate them (cumulative average) on a few training batches.
-    """
-    from torch import nn
-
-    bns = [m for m in supernet.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    supernet.train()
-    for i, (x, _) in enumerate(loader):
-        if i >= batches:
-            break
-        supernet(x.to(device), arch=arch)
-    for m, (mom, _) in zip(bns, saved):
-        m.momentum = mom
-
-
-@torch.no_grad()
-def evaluate_accuracy(supernet: SuperNet, arch: Arch, loader: Iterable, max_batches: int | None = None,
-                      device: torch.device | str = "cpu", calib_loader: Iterable | None = None,
-                      calib_batches: int = 20) -> float:
-    """Top-1 accuracy of the subnet ``arch`` with the supernet's weights (eval mode), after
-    re-estimating its BatchNorm statistics on ``calib_loader`` when given."""
-    was = supernet.training
-    if calib_loader is not None:
-        recalibrate_bn(supernet, arch, calib_loader, calib_batches, device)
-    supernet.eval()
-    correct = total = 0
-    try:
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            logits = supernet(x, arch=arch)
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
-    finally:
-        supernet.train(was)
-    return correct / max(total, 1)
-
-
-def finetune_subnet(supernet: SuperNet, arch: Arch, loader: Iterable, steps: int, lr: float,
-                    device: torch.device | str = "cpu") -> SuperNet:
-    """A copy of the supernet whose ``arch`` subnet was trained ``steps`` more SGD steps."""
-    net = copy.deepcopy(supernet).to(device)
-    net.train()
-    opt = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=0.9)
-    for x, y in cycle_batches(loader, steps):
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(x.to(device), arch=arch), y.to(device))
-        loss.backward()
-        opt.step()
-    return net
-
-
 def score_candidates(candidates: Sequence[Candidate], cfg: ObjectiveConfig, targets: Targets) -> None:
     """Fill in each candidate's score (needs accuracy, latency or MACs, I and E)."""
     for c in candidates:
@@ -289,3 +226,120 @@ def skip_share(supernet: SuperNet) -> dict[str, Any]:
     return {"layers_with_skip": len(layers), "mean_skip_prob": mean_p, "argmax_skips": argmax_skips,
             "dominant_skips": dominant, "collapsed": bool(collapsed),
             "per_layer": {name: p["skip"] for name, p, _ in layers}}
+
+
+# ------------------------------------------------------------------------------------------------
+# The run's ``derive`` stage
+# ------------------------------------------------------------------------------------------------
+#: largest relative latency noise that derive treats as a tie band (beyond it the machine was busy)
+MAX_TIE_NOISE = 0.10
+
+
+@dataclass
+class Derived:
+    """What derive hands on: the chosen architecture and the scored candidates."""
+
+    chosen: Arch
+    candidates: list[dict[str, Any]]
+    skip_share: dict[str, Any] = field(default_factory=dict)
+    alpha_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _hardware_metrics(ctx: "RunContext", c: Candidate, latency_ms: float) -> None:
+    counts = ctx.model.counts(c.arch)
+    c.latency_ms = float(latency_ms)
+    c.latency_ms_predicted = ctx.model.predict(c.arch)
+    c.macs, c.bytes, c.intensity = counts["macs"], counts["bytes"], counts["intensity"]
+    roof = ctx.table.roofline
+    c.efficiency = roof.efficiency(c.macs, c.bytes, c.latency_ms) if roof else 0.0
+
+
+def _measure(ctx: "RunContext", cands: list[Candidate]) -> float:
+    """Latency of every candidate on the device (or predicted); returns the tie band."""
+    from .hardware.calibration import measurement_noise
+    from .hardware.model import measure_arch_timings
+
+    if not ctx.cfg.derive.measure:
+        for c in cands:
+            _hardware_metrics(ctx, c, ctx.model.predict(c.arch))
+            c.extra["latency_source"] = "predicted"
+        return 0.0
+    timings = measure_arch_timings(ctx.space, [c.arch for c in cands], ctx.settings, ctx.table)
+    noise = max(ctx.cfg.derive.noise_floor, measurement_noise(timings))
+    if noise > MAX_TIE_NOISE:
+        _logger.warning("the candidates' latency measurement disagrees with itself by about %.0f%%: the machine was "
+                        "busy. Close calls within +-%.0f%% go to the predicted latency", 100 * noise, 100 * MAX_TIE_NOISE)
+        noise = MAX_TIE_NOISE
+    for c, t in zip(cands, timings):
+        _hardware_metrics(ctx, c, t.median_ms)
+        c.extra.update(latency_source="measured",
+                       latency_halves_ms=list(t.half_medians_ms) if t.half_medians_ms else None)
+        if t.process_medians_ms:
+            c.extra["latency_processes_ms"] = list(t.process_medians_ms)
+    return noise
+
+
+def derive_stage(ctx: "RunContext") -> Derived:
+    """Candidates from the searched distribution, evaluated with the supernet's weights, measured
+    on the device and scored; the best is ``arch_searched.json``. With ``--arch`` the given
+    architecture is measured and passed on."""
+    if ctx.fixed_arch:
+        return _derive_given(ctx)
+    sn = ctx.search.supernet.to(ctx.compute_device())
+    history, shares = ctx.search.alpha_history, skip_share(sn)
+    if ctx.state.done("derive"):
+        return Derived(Arch.load(ctx.path("arch_searched.json")), read_json(ctx.path("candidates.json"))["candidates"],
+                       shares, history)
+    from .data import HwnasDataModule, make_loader
+
+    t0 = time.perf_counter()
+    dc, seed, device = ctx.cfg.derive, ctx.cfg.seed, ctx.compute_device()
+    cands = propose_candidates(sn, dc, seed, ctx.model, ctx.targets)
+    dm = HwnasDataModule(ctx.cfg.data, seed, mode="search")
+    dm.setup()
+    loader = dm.archval_dataloader()
+    calib = make_loader(dm.weight_dataset(augment=False), 256, True, seed + 11)
+    _logger.info("scoring %d candidate architectures", len(cands))
+    for c in cands:
+        net = sn
+        if dc.finetune_steps:
+            net = finetune_subnet(sn, c.arch, make_loader(dm.weight_dataset(), dm.cfg.batch_size, True, seed + 7),
+                                  dc.finetune_steps, ctx.cfg.search.weight_lr, device=device)
+        c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, device=device,
+                                           calib_loader=calib if dc.bn_batches else None, calib_batches=dc.bn_batches)
+    sn.cpu()
+    noise = _measure(ctx, cands)
+    score_candidates(cands, ctx.cfg.objective, ctx.targets)
+    best = select_best(cands, noise, ctx.cfg.objective, ctx.targets)
+    dicts = [c.to_dict() for c in cands]
+    atomic_write_json(ctx.path("candidates.json"), {"targets": ctx.targets.to_dict(), "candidates": dicts,
+                                                    "skip_share": shares, "latency_noise": noise})
+    best.arch.save(ctx.path("arch_searched.json"))
+    if shares.get("collapsed"):
+        _logger.warning("architecture collapse: skip connections dominate the distribution (%s); consider "
+                        "derive.max_skips", shares)
+    ctx.state.mark("derive", time.perf_counter() - t0, chosen=best.arch.to_string(), candidates=len(cands),
+                   latency_noise=noise, tie=bool(best.extra.get("tie")))
+    _logger.info("chosen: %s (val acc %.4f, %.3f ms measured, score %.4f)", best.arch, best.val_accuracy,
+                 best.latency_ms, best.score)
+    return Derived(best.arch, dicts, shares, history)
+
+
+def _derive_given(ctx: "RunContext") -> Derived:
+    """``--arch``: no search; the given architecture is measured and goes on to retraining."""
+    from .hardware.model import measure_archs
+
+    if ctx.state.done("derive"):
+        return Derived(Arch.load(ctx.path("arch_searched.json")), read_json(ctx.path("candidates.json"))["candidates"])
+    t0 = time.perf_counter()
+    text = ctx.fixed_arch
+    arch = Arch.load(text) if text.endswith(".json") else Arch.from_string(text)
+    arch = ctx.space.validate(Arch(arch.ops, arch.scale, None))
+    c = Candidate(arch, ["given"], 0.0)
+    _hardware_metrics(ctx, c, measure_archs(ctx.space, [arch], ctx.settings, ctx.table)[0])
+    c.chosen = True
+    chosen = arch.with_scale(type(arch.scale)())
+    atomic_write_json(ctx.path("candidates.json"), {"targets": ctx.targets.to_dict(), "candidates": [c.to_dict()]})
+    chosen.save(ctx.path("arch_searched.json"))
+    ctx.state.mark("derive", time.perf_counter() - t0, chosen=arch.to_string(), given=True)
+    return Derived(chosen, [c.to_dict()])

@@ -26,12 +26,17 @@ import sys
 import tempfile
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import nn
+
+from .io import META_NAME, atomic_path, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from .runner import RunContext
 
 
 __all__ = ["ExportResult", "export_torchscript", "export_program", "export_onnx", "export_all", "META_NAME",
@@ -39,12 +44,13 @@ __all__ = ["ExportResult", "export_torchscript", "export_program", "export_onnx"
 
 _logger = logging.getLogger(__name__)
 
-META_NAME = "hwnas_meta.json"
 MODEL_FORMAT = "hwnas_darts.model/1"
 
 
 @dataclass
 class ExportResult:
+    """One export: where it went, whether it was kept, how it compared with the eager network."""
+
     kind: str
     path: str | None
     ok: bool
@@ -52,13 +58,12 @@ class ExportResult:
     same_predictions: bool | None = None
     verify_batch: int | None = None
     seconds: float | None = None
-    reason: str | None = None
+    reason: str | None = field(default=None)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": self.path, "ok": self.ok, "max_abs_diff": self.max_abs_diff,
-                "same_predictions": self.same_predictions, "verify_batch": self.verify_batch,
-                "seconds": self.seconds, "reason": self.reason, **self.extra}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
 
 
 _VERIFY_SCRIPT = textwrap.dedent(
@@ -121,34 +126,34 @@ def _meta_bytes(meta: dict[str, Any]) -> bytes:
     return json.dumps({"format": MODEL_FORMAT, **meta}, indent=1).encode()
 
 
-def _finish(kind: str, tmp: Path, dest: Path, net: nn.Module, verify_batch: int, input_shape, atol: float) -> ExportResult:
-    res = _verify(kind, tmp, net, verify_batch, input_shape, atol)
-    if res.ok:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, dest)
+class _Rejected(Exception):
+    """The export was written but does not reproduce the eager network."""
+
+
+def _write_verified(kind: str, dest: Path, write: Callable[[Path], None], net: nn.Module, verify_batch: int,
+                    input_shape, atol: float) -> ExportResult:
+    """``write(tmp)`` the export; it replaces ``dest`` (atomically) only when it verifies in a fresh process."""
+    res: ExportResult | None = None
+    try:
+        with atomic_path(dest, keep_extension=True) as tmp:
+            write(tmp)
+            res = _verify(kind, tmp, net, verify_batch, input_shape, atol)
+            if not res.ok:
+                raise _Rejected
         res.path = str(dest)
-    else:
-        tmp.unlink(missing_ok=True)
-        _logger.error("%s export not kept: %s", kind, res.reason)
+    except _Rejected:
+        pass  # res says why
+    except Exception as exc:  # any tracing/saving failure: report, keep nothing
+        return ExportResult(kind, None, False, reason=f"{type(exc).__name__}: {exc}")
     return res
-
-
-def _tmp_for(dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + dest.suffix, dir=dest.parent)
-    os.close(fd)
-    return Path(name)
 
 
 def export_torchscript(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int, ...], meta: dict[str, Any],
                        export_batch: int = 2, verify_batch: int = 3, atol: float = 1e-4) -> ExportResult:
     """Trace ``net`` (eval mode) to TorchScript, save with metadata, verify, keep if it matches."""
-    dest = Path(dest)
     net = net.eval()
-    tmp = _tmp_for(dest)
-    try:
+
+    def write(tmp: Path) -> None:
         example = torch.randn(export_batch, *input_shape)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*")
@@ -157,29 +162,24 @@ def export_torchscript(net: nn.Module, dest: str | os.PathLike, input_shape: tup
                 traced = torch.jit.trace(net, example, check_trace=True)
                 traced = torch.jit.freeze(traced) if hasattr(torch.jit, "freeze") else traced
             torch.jit.save(traced, str(tmp), _extra_files={META_NAME: _meta_bytes(meta)})
-        return _finish("torchscript", tmp, dest, net, verify_batch, input_shape, atol)
-    except Exception as exc:  # any tracing/saving failure: report, keep nothing
-        tmp.unlink(missing_ok=True)
-        return ExportResult("torchscript", None, False, reason=f"{type(exc).__name__}: {exc}")
+
+    return _write_verified("torchscript", Path(dest), write, net, verify_batch, input_shape, atol)
 
 
 def export_program(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int, ...], meta: dict[str, Any],
                    export_batch: int = 2, verify_batch: int = 3, atol: float = 1e-4) -> ExportResult:
     """``torch.export`` with a dynamic batch dimension, saved as ``.pt2`` with metadata, verified."""
-    dest = Path(dest)
     net = net.eval()
-    tmp = _tmp_for(dest)
-    try:
+
+    def write(tmp: Path) -> None:
         example = torch.randn(max(2, export_batch), *input_shape)
         batch = torch.export.Dim("batch", min=1, max=65536)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ep = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
             torch.export.save(ep, str(tmp), extra_files={META_NAME: _meta_bytes(meta).decode()})
-        return _finish("program", tmp, dest, net, verify_batch, input_shape, atol)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        return ExportResult("program", None, False, reason=f"{type(exc).__name__}: {exc}")
+
+    return _write_verified("program", Path(dest), write, net, verify_batch, input_shape, atol)
 
 
 def onnx_available() -> str | None:
@@ -216,8 +216,8 @@ def export_onnx(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int,
         return ExportResult("onnx", None, False, reason=f"skipped: install the optional extra (pip install "
                                                           f"'hwnas_darts[onnx]'); missing: {missing}")
     net = net.eval()
-    tmp = _tmp_for(dest)
-    try:
+
+    def write(tmp: Path) -> None:
         example = torch.randn(max(2, export_batch), *input_shape)
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
@@ -227,15 +227,11 @@ def export_onnx(net: nn.Module, dest: str | os.PathLike, input_shape: tuple[int,
             torch.onnx.export(net, (example,), str(tmp), input_names=["input"], output_names=["logits"],
                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True,
                               verbose=False)
-        res = _finish("onnx", tmp, dest, net, verify_batch, input_shape, atol)
-        if res.ok:
-            from .io import atomic_write_bytes
 
-            atomic_write_bytes(dest.with_suffix(".onnx.json"), _meta_bytes(meta))
-        return res
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        return ExportResult("onnx", None, False, reason=f"{type(exc).__name__}: {exc}")
+    res = _write_verified("onnx", dest, write, net, verify_batch, input_shape, atol)
+    if res.ok:
+        atomic_write_bytes(dest.with_suffix(".onnx.json"), _meta_bytes(meta))
+    return res
 
 
 def export_all(net: nn.Module, out_dir: str | os.PathLike, input_shape: tuple[int, ...], meta: dict[str, Any],
@@ -258,3 +254,32 @@ def export_all(net: nn.Module, out_dir: str | os.PathLike, input_shape: tuple[in
     if onnx:
         results.append(export_onnx(net, out / "model.onnx", input_shape, meta, export_batch, verify_batch))
     return results
+
+
+def export_stage(ctx: "RunContext") -> list[dict[str, Any]]:
+    """The run's ``export`` stage: TorchScript, ``.pt2`` (and ONNX) of the retrained network, each
+    verified in a fresh process, with the metadata ``predict`` needs embedded."""
+    import time
+
+    if ctx.state.done("export"):
+        return ctx.state.get("export", "results", [])
+    t0 = time.perf_counter()
+    dm, net = ctx.retrained.data, ctx.retrained.network
+    mean, std = dm.normalization
+    size = ctx.input_size()
+    meta = {"arch": ctx.arch.to_string(), "space_id": ctx.space.space_id, "dataset": dm.info.name,
+            "input_shape": [ctx.space.in_channels, size, size], "mean": list(mean), "std": list(std),
+            "class_names": list(dm.info.class_names), "num_classes": ctx.space.num_classes,
+            "params": sum(p.numel() for p in net.parameters())}
+    e = ctx.cfg.export
+    results = export_all(net, ctx.run_dir, tuple(meta["input_shape"]), meta, e.torchscript, e.program, e.onnx,
+                         e.verify_batch, channels_last=ctx.cfg.hardware.channels_last)
+    for r in results:
+        if r.ok:
+            _logger.info("exported %s: %s (max abs diff %.2g at batch %d, reloaded in a fresh process)", r.kind,
+                         r.path, r.max_abs_diff, r.verify_batch)
+        else:
+            _logger.error("%s export not kept: %s", r.kind, r.reason)
+    res = [r.to_dict() for r in results]
+    ctx.state.mark("export", time.perf_counter() - t0, results=res)
+    return res

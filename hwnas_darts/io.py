@@ -33,15 +33,18 @@ _logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(dest: str | os.PathLike, suffix: str = "", keep_extension: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success rename it over ``dest``.
 
     The caller writes the complete file at the yielded path (for example with ``torch.save``).
     If the block raises, the temporary file is removed and ``dest`` is untouched.
+    ``keep_extension``: the temporary name ends in ``dest``'s extension (for writers that
+    choose the format by it).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    end = ".tmp" + dest.suffix if keep_extension else suffix + ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=end, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -146,3 +149,20 @@ def check_output_dir(path: str | os.PathLike, min_free_mb: float = 50.0) -> Path
             "are needed for checkpoints and exports. Free some space or choose --out DIR elsewhere."
         )
     return path
+
+
+#: the metadata file embedded in every exported model (TorchScript extra file, .pt2 extra file)
+META_NAME = "hwnas_meta.json"
+#: image files ``predict`` and the imagefolder dataset read
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def cache_dir(kind: str) -> Path:
+    """The package's cache for ``kind``: ``data`` (``HWNAS_DATA`` or ``~/.cache/hwnas_darts``) or
+    ``luts`` (``HWNAS_CACHE`` or ``~/.cache/hwnas_darts/luts``)."""
+    home = Path.home() / ".cache" / "hwnas_darts"
+    if kind == "data":
+        return Path(os.environ.get("HWNAS_DATA") or home)
+    if kind == "luts":
+        return Path(os.environ.get("HWNAS_CACHE") or home / "luts")
+    raise ValueError(f"unknown cache {kind!r}")

@@ -18,28 +18,23 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import Config, load_config
 from .errors import LUTError
-from .hardware.lut import LatencyTable, build_table, build_table_sharded
+from .io import cache_dir
+from .hardware.table import LatencyTable, build_table, build_table_sharded
 from .hardware.measure import MeasureSettings
-from .hardware.model import LatencyModel, calibrate_and_validate, validate_model
+from .hardware.calibration import calibrate_and_validate, validate_model
+from .hardware.model import LatencyModel
 from .hardware.roofline import probe_roofline
 from .space.space import SearchSpace
 
-__all__ = ["obtain_table", "cache_dir", "ensure_calibration", "main"]
+__all__ = ["obtain_table", "ensure_calibration", "main"]
 
 _logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where built tables are cached for reuse (``HWNAS_CACHE`` or ``~/.cache/hwnas_darts/luts``)."""
-    base = os.environ.get("HWNAS_CACHE")
-    return Path(base) if base else Path.home() / ".cache" / "hwnas_darts" / "luts"
 
 
 def _device_slug(record: dict[str, Any]) -> str:
@@ -54,7 +49,7 @@ def _search_dirs() -> list[Path]:
         d = base / "configs" / "luts"
         if d.is_dir() and d not in dirs:
             dirs.append(d)
-    dirs.append(cache_dir())
+    dirs.append(cache_dir("luts"))
     return dirs
 
 
@@ -146,7 +141,7 @@ def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
         ensure_calibration(table, space, settings, hw.calibration_archs, hw.validation_archs, cfg.seed, progress)
         changed = changed or (table.calibration or {}).get("space_id") != before
     if changed and save_cache and hw.lut in ("auto", "build") and not table.mismatches(record):
-        path = cache_dir() / f"{_device_slug(record)}-{space.space_id}.json"
+        path = cache_dir("luts") / f"{_device_slug(record)}-{space.space_id}.json"
         try:
             table.save(path)
             _logger.info("latency table cached at %s", path)
@@ -158,7 +153,7 @@ def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
-def _rich_progress():
+def rich_progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -313,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise LUTError(f"{args.lut} has no calibration networks to re-measure")
             if args.n < 3 and archs is None:
                 raise LUTError(f"-n {args.n}: validation needs at least 3 networks")
-            with _rich_progress() as prog:
+            with rich_progress() as prog:
                 cb = progress_callback(prog)
                 val = validate_model(model, space, settings, args.n, args.seed, archs=archs,
                                      progress=lambda d, t: cb("measure networks", d, t))
@@ -328,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 atomic_write_json(args.json, val)
                 print(f"report: {args.json}")
             if args.plot:
-                from .report import plot_lut_validation
+                from .plots import plot_lut_validation
 
                 plot_lut_validation(val, Path(args.plot))
                 print(f"plot: {args.plot}")
@@ -337,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = LatencyTable.load(args.lut) if args.lut else None
         if table is not None:
             table.check_device(settings.record())
-        with _rich_progress() as prog:
+        with rich_progress() as prog:
             cb = progress_callback(prog)
             roof = probe_roofline(settings) if cfg.hardware.probe and (table is None or table.roofline is None) else None
             devices = args.devices.split(",") if args.devices else cfg.hardware.build_devices

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .hardware.model import LatencyModel
     from .space.space import SearchSpace
 
-__all__ = ["Targets", "resolve_targets", "HardwareObjective", "score", "latency_exponent"]
+__all__ = ["Targets", "resolve_targets", "resolve_run_targets", "HardwareObjective", "score", "latency_exponent"]
 
 _logger = logging.getLogger(__name__)
 
@@ -214,3 +214,15 @@ def log_score_terms(cfg: ObjectiveConfig, targets: Targets, latency: float, inte
     if not all(math.isfinite(v) for v in out.values()):
         _logger.warning("non-finite score factor: %s", out)
     return out
+
+
+def resolve_run_targets(ctx: Any, model: "LatencyModel") -> Targets:
+    """The run's targets: resolved once (``objective`` section, this device's table) and kept in
+    ``state.json``, so a resumed run optimises what it started with."""
+    saved = ctx.state.data.get("targets")
+    if saved:
+        return Targets(**saved)
+    targets = resolve_targets(ctx.cfg.objective, model, ctx.space, seed=ctx.cfg.seed)
+    ctx.state.data["targets"] = targets.to_dict()
+    ctx.state.save()
+    return targets

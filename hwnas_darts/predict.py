@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, ModelFileError
+from .io import IMAGE_EXTENSIONS, META_NAME
 
 __all__ = ["load_model", "load_inputs", "predict", "Prediction", "main"]
 
 _logger = logging.getLogger(__name__)
 
-META_NAME = "hwnas_meta.json"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 FORMATS = {".ts": "torchscript", ".pt": "torchscript", ".pt2": "program", ".onnx": "onnx"}

@@ -11,18 +11,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from .errors import HwnasError
-from .hardware.lut import LatencyTable, measure_row
+from .hardware.table import LatencyTable, measure_row
 from .hardware.measure import MeasureSettings, measure_modules
 from .hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, count_params, eval_mode, intensity
 from .network import TaskNetwork
 
-__all__ = ["profile_network", "profile_layers", "peak_memory", "main"]
+if TYPE_CHECKING:
+    from .runner import RunContext
+
+__all__ = ["profile_network", "profile_layers", "peak_memory", "profile_stage", "main"]
 
 _logger = logging.getLogger(__name__)
 
@@ -265,3 +268,34 @@ def print_profile(prof: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def profile_stage(ctx: "RunContext") -> dict[str, Any]:
+    """The run's ``profile`` stage: ``profile.json`` of the retrained network. The latency beside
+    the prediction is measured as the table's networks were (anchored to its calibration
+    networks, in ``hardware.processes`` fresh processes); the in-process figure is kept too."""
+    import time
+
+    from .hardware.model import measure_arch_timings
+    from .io import atomic_write_json, read_json
+
+    if ctx.state.done("profile"):
+        return read_json(ctx.path("profile.json"))
+    t0 = time.perf_counter()
+    try:
+        pred = ctx.model.predict(ctx.arch)
+    except HwnasError as exc:
+        _logger.warning("no latency prediction for the final network: %s", exc)
+        pred = None
+    size = ctx.input_size()
+    prof = profile_network(ctx.retrained.network, (ctx.space.in_channels, size, size), ctx.settings, ctx.table, pred)
+    if pred is not None:
+        info: dict = {}
+        t = measure_arch_timings(ctx.space, [ctx.arch], ctx.settings, ctx.table, info=info)[0]
+        prof.update(latency_ms_in_process=prof["latency_ms"], latency_ms=t.median_ms,
+                    latency_ms_processes=t.process_medians_ms, latency_anchor_factor=info.get("anchor_factor"),
+                    throughput_per_s=ctx.settings.batch_size / (t.median_ms / 1e3))
+    prof["arch"] = ctx.arch.to_string()
+    atomic_write_json(ctx.path("profile.json"), prof)
+    ctx.state.mark("profile", time.perf_counter() - t0)
+    return prof

@@ -18,10 +18,11 @@ naming the step; the last end-of-epoch checkpoint stays on disk.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,12 +30,16 @@ import torch.nn.functional as F
 
 from ._pl import pl
 from .config import SearchConfig
-from .errors import TrainingError
+from .errors import RunDirError, TrainingError
+from .io import atomic_write_json
 from .objective import HardwareObjective
 from .space.space import SearchSpace
 from .supernet import SuperNet
 
-__all__ = ["SearchModule", "ElapsedTime", "temperature"]
+__all__ = ["SearchModule", "temperature", "search_stage", "load_search_module"]
+
+if TYPE_CHECKING:
+    from .runner import RunContext
 
 _logger = logging.getLogger(__name__)
 
@@ -63,29 +68,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-class ElapsedTime:
-    """Mixin for LightningModules: wall time spent in ``fit``, carried across resumed runs."""
-
-    elapsed_before: float = 0.0
-    _fit_t0: float | None = None
-
-    def on_fit_start(self) -> None:
-        self._fit_t0 = time.perf_counter()
-
-    @property
-    def elapsed_seconds(self) -> float:
-        now = time.perf_counter() - self._fit_t0 if self._fit_t0 is not None else 0.0
-        return self.elapsed_before + now
-
-    def _save_elapsed(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["elapsed_seconds"] = self.elapsed_seconds
-
-    def _load_elapsed(self, checkpoint: dict[str, Any]) -> None:
-        self.elapsed_before = float(checkpoint.get("elapsed_seconds", 0.0))
-        self._fit_t0 = time.perf_counter()
-
-
-class SearchModule(ElapsedTime, pl.LightningModule):
+class SearchModule(pl.LightningModule):
     """Supernet + bi-level optimisation.
 
     Args:
@@ -93,11 +76,17 @@ class SearchModule(ElapsedTime, pl.LightningModule):
         cfg: the ``search`` section.
         objective: the hardware-aware objective (``None``: plain cross-entropy, i.e. DARTS).
         channels_last: run the supernet in channels-last memory format (CUDA).
+
+    ``space`` and ``cfg`` are saved as hyperparameters (plain data), so a checkpoint loads with
+    ``SearchModule.load_from_checkpoint(path, objective=...)``.
     """
 
-    def __init__(self, space: SearchSpace, cfg: SearchConfig, objective: HardwareObjective | None = None,
+    def __init__(self, space: SearchSpace | dict, cfg: SearchConfig | dict, objective: HardwareObjective | None = None,
                  channels_last: bool = False):
         super().__init__()
+        space = space if isinstance(space, SearchSpace) else SearchSpace.from_spec(space)
+        cfg = cfg if isinstance(cfg, SearchConfig) else SearchConfig.model_validate(cfg)
+        self.save_hyperparameters({"space": space.spec(), "cfg": cfg.model_dump(), "channels_last": channels_last})
         self.automatic_optimization = False
         self.cfg = cfg
         self.space = space
@@ -107,7 +96,6 @@ class SearchModule(ElapsedTime, pl.LightningModule):
         if channels_last:
             self.supernet = self.supernet.to(memory_format=torch.channels_last)
         self.alpha_history: list[dict[str, Any]] = []
-        self._epoch_stats: dict[str, list[float]] = {}
 
     # -- optimizers -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -123,13 +111,13 @@ class SearchModule(ElapsedTime, pl.LightningModule):
     # -- hooks -------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self.supernet.tau = temperature(self.cfg, self.current_epoch)
-        self._epoch_stats = {}
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _track(self, name: str, value: float) -> None:
-        self._epoch_stats.setdefault(name, []).append(float(value))
+    def _track(self, name: str, value: torch.Tensor, batch_size: int) -> None:
+        """An epoch mean, reduced across ranks by Lightning (no host sync per step)."""
+        self.log(f"search/{name}", value.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
 
     def _check_finite(self, loss: torch.Tensor, what: str, batch_idx: int) -> None:
         if not torch.isfinite(loss):
@@ -168,7 +156,10 @@ class SearchModule(ElapsedTime, pl.LightningModule):
             for p in self.supernet.arch_parameters():
                 self._check_finite(p.detach().sum(), "architecture parameter sum", batch_idx)
             for k, v in details.items():
-                self._track(f"arch/{k}", float(v.detach()) if torch.is_tensor(v) else float(v))
+                self._track(f"arch/{k}", torch.as_tensor(v, dtype=torch.float32), len(yv))
+            if "expected_latency_ms" in details:
+                self.log("search/exp_lat_ms", details["expected_latency_ms"].detach(), prog_bar=True, on_step=True,
+                         on_epoch=False, batch_size=len(yv))
         # weight step
         self.toggle_optimizer(w_opt)
         w_opt.zero_grad(set_to_none=True)
@@ -184,12 +175,9 @@ class SearchModule(ElapsedTime, pl.LightningModule):
         if sched is not None:
             sched.step()
         acc = (logits.argmax(1) == y).float().mean()
-        self._track("train/ce", float(ce.detach()))
-        self._track("train/acc", float(acc))
+        self._track("train/ce", ce, len(y))
+        self._track("train/acc", acc, len(y))
         self.log("search/train_ce", ce.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
-        if "arch/expected_latency_ms" in self._epoch_stats:
-            self.log("search/exp_lat_ms", self._epoch_stats["arch/expected_latency_ms"][-1], prog_bar=True,
-                     on_step=True, on_epoch=False)
 
     def _unrolled_grads(self, x, y, xv, yv, w_opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Second-order DARTS: grad_alpha L_val(w - xi*grad_w L_train(w)), the mixed
@@ -236,17 +224,16 @@ class SearchModule(ElapsedTime, pl.LightningModule):
         return loss, details
 
     def on_train_epoch_end(self) -> None:
-        stats = {k: float(np.mean(v)) for k, v in self._epoch_stats.items() if v}
+        # the epoch means logged with on_epoch=True (already reduced across ranks)
+        stats = {k[len("search/"):]: float(v) for k, v in self.trainer.callback_metrics.items()
+                 if k.startswith("search/") and k.count("/") == 2}
         entry = {"epoch": int(self.current_epoch), "tau": self.supernet.tau, "alphas": self.supernet.alphas_dict(),
                  "argmax": self.supernet.derive().to_string(), "stats": stats}
         self.alpha_history.append(entry)
-        for k, v in stats.items():
-            self.log(f"search/{k}", v, on_step=False, on_epoch=True, sync_dist=True)
         self.log("search/tau", self.supernet.tau, on_step=False, on_epoch=True)
 
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._save_elapsed(checkpoint)
         checkpoint["alpha_history"] = self.alpha_history
         checkpoint["rng_states"] = _rng_state()
         checkpoint["space_id"] = self.space.space_id
@@ -256,6 +243,76 @@ class SearchModule(ElapsedTime, pl.LightningModule):
             raise TrainingError(f"checkpoint belongs to space {checkpoint.get('space_id')}, this run's space is "
                                 f"{self.space.space_id}; it cannot be resumed with this config")
         self.alpha_history = list(checkpoint.get("alpha_history", []))
-        self._load_elapsed(checkpoint)
         if "rng_states" in checkpoint:
             _set_rng_state(checkpoint["rng_states"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The run's ``search`` stage
+# ------------------------------------------------------------------------------------------------
+def _new_module(ctx: "RunContext", objective: HardwareObjective) -> SearchModule:
+    ctx.seed()  # the supernet's initial weights and alphas depend on the seed alone
+    return SearchModule(ctx.space, ctx.cfg.search, objective, channels_last=ctx.cfg.trainer.channels_last)
+
+
+def alpha_digest(module: SearchModule) -> str:
+    """A digest of the architecture parameters (equal on every rank when DDP kept them in sync)."""
+    h = hashlib.sha1()
+    for a in module.supernet.arch_parameters():
+        h.update(a.detach().cpu().double().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def search_stage(ctx: "RunContext", pending: bool) -> SearchModule | None:
+    """Bi-level search on every rank (``pending``), or rank 0's reload of a finished one; None with
+    ``--arch``. Writes ``alphas.json`` and ends with the ranks' architecture parameters compared."""
+    from .data import HwnasDataModule
+    from .runner import fit_seconds
+    from .tracking import TrackingCallback
+
+    objective = HardwareObjective(ctx.cfg.objective, ctx.model, ctx.targets)
+    if ctx.fixed_arch:
+        if ctx.leader and not ctx.state.done("search"):
+            ctx.state.mark("search", 0.0, skipped=f"architecture given: {ctx.fixed_arch}")
+        return None
+    if not pending:
+        return load_search_module(ctx, objective) if ctx.leader else None
+    t0 = time.perf_counter()
+    module = _new_module(ctx, objective)
+    seconds, digests = 0.0, [alpha_digest(module)]
+    if ctx.cfg.search.epochs > 0:
+        cbs = [TrackingCallback(ctx.tracker, ctx.path("plots"))] if ctx.tracker is not None else []
+        trainer = ctx.trainer("search", ctx.cfg.search.epochs, ctx.cfg.search.steps_per_epoch, cbs)
+        trainer.fit(module, datamodule=HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="search"),
+                    ckpt_path=ctx.last_ckpt("search"))
+        seconds = fit_seconds(trainer)
+        digests = ctx.ranks.gather(alpha_digest(module))
+        if len(set(digests)) > 1:
+            raise TrainingError(f"the architecture parameters differ across ranks after the search ({digests}); "
+                                "they are registered on the supernet so DDP keeps them in sync - report this")
+    if not ctx.leader:
+        return module
+    save_alphas(ctx, module)
+    ctx.state.mark("search", seconds if ctx.cfg.search.epochs > 0 else time.perf_counter() - t0,
+                   epochs=ctx.cfg.search.epochs, argmax=module.supernet.derive().to_string(),
+                   ranks=ctx.ranks.world, alpha_digests=digests)
+    return module
+
+
+def load_search_module(ctx: "RunContext", objective: HardwareObjective) -> SearchModule:
+    """A finished search: its last checkpoint (``load_from_checkpoint``), or the seeded initial
+    supernet when it ran zero epochs."""
+    if ctx.cfg.search.epochs == 0:
+        return _new_module(ctx, objective)
+    ckpt = ctx.last_ckpt("search")
+    if ckpt is None:
+        raise RunDirError(f"stage 'search' is marked done but {ctx.run_dir}/checkpoints/search/last.ckpt is missing")
+    return SearchModule.load_from_checkpoint(ckpt, map_location="cpu", objective=objective, weights_only=False)
+
+
+def save_alphas(ctx: "RunContext", module: SearchModule) -> None:
+    sn = module.supernet
+    atomic_write_json(ctx.path("alphas.json"), {
+        "space_id": ctx.space.space_id, "relaxation": ctx.cfg.search.relaxation, "final": sn.alphas_dict(),
+        "logits": {m.name: m.alpha.detach().cpu().tolist() for m in sn.mixed}, "argmax": sn.derive().to_string(),
+        "history": module.alpha_history})

@@ -16,18 +16,22 @@ keeps them identical across DDP ranks); :meth:`SuperNet.arch_parameters` and
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .network import build_layer
+from .sections import Relaxation
 from .space.arch import Arch, Scale
 from .space.ops import build_op, parse_op
 from .space.space import LayerSpec, SearchSpace
 
 __all__ = ["MixedOp", "SuperNet", "RELAXATIONS"]
 
-RELAXATIONS = ("softmax", "gumbel", "single_path")
+#: the relaxations a MixedOp implements: the ``search.relaxation`` choices of the config
+RELAXATIONS: tuple[str, ...] = typing.get_args(Relaxation)
 
 
 def _check_relaxation(mode: str) -> str:

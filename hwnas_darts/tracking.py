@@ -16,12 +16,12 @@ import netrc
 import uuid
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ._pl import pl
 from .config import Config, config_to_dict
 
-__all__ = ["Tracker", "make_tracker", "TrackingCallback", "wandb_mode"]
+__all__ = ["Tracker", "make_tracker", "TrackingCallback", "wandb_mode", "read_offline_records", "read_offline_summary"]
 
 _logger = logging.getLogger(__name__)
 
@@ -99,13 +99,13 @@ class WandbTracker(Tracker):
         self.run_id = run_id or uuid.uuid4().hex[:8]
         from ._pl import pl as _pl
 
-        self.logger = _pl.loggers.WandbLogger(
+        # the run is started here and handed to Lightning's logger (which would otherwise pass
+        # wandb.init an `anonymous` argument that recent wandb versions warn about)
+        self.run = wandb.init(
             project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.name, id=self.run_id,
-            save_dir=str(self.run_dir), offline=self.mode == "offline", mode=self.mode,
-            resume="allow", tags=list(cfg.logger.tags) or None, job_type="nas",
-            settings=wandb.Settings(silent=True, console="off"),
-        )
-        self.run = self.logger.experiment
+            dir=str(self.run_dir), mode=self.mode, resume="allow", tags=list(cfg.logger.tags) or None,
+            job_type="nas", settings=wandb.Settings(silent=True, console="off"))
+        self.logger = _pl.loggers.WandbLogger(experiment=self.run, save_dir=str(self.run_dir))
         for prefix in ("search", "retrain"):
             try:
                 self.run.define_metric(f"{prefix}/*", step_metric="trainer/global_step")
@@ -161,6 +161,12 @@ def make_tracker(cfg: Config, run_dir: Path, state: dict[str, Any] | None = None
     """The tracker chosen by ``logger.kind`` (a resumed run continues its W&B run)."""
     kind = cfg.logger.kind
     if kind == "wandb":
+        try:
+            import wandb  # noqa: F401 - a dependency, but images without it exist
+        except ImportError:
+            _logger.warning("logger.kind=wandb but wandb is not installed (pip install wandb); logging to CSV "
+                            "instead (logger.kind=csv says so without this warning)")
+            return CSVTracker(cfg, run_dir)
         return WandbTracker(cfg, run_dir, (state or {}).get("wandb_run_id"))
     if kind == "csv":
         return CSVTracker(cfg, run_dir)
@@ -188,7 +194,7 @@ class TrackingCallback(pl.Callback):
             self.logged_epochs.add(entry["epoch"])
             heat = None
             if self.plot_dir is not None and self.tracker.kind == "wandb":
-                from .report import plot_alpha_snapshot
+                from .plots import plot_alpha_snapshot
 
                 heat = plot_alpha_snapshot(entry, self.plot_dir / f"alphas_epoch{entry['epoch']}.png")
             self.tracker.log_alphas(entry["epoch"], entry["alphas"], heat)
@@ -198,3 +204,46 @@ class TrackingCallback(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._flush(trainer, pl_module)
+
+
+def read_offline_records(path: str | os.PathLike) -> Iterator[Any]:
+    """The protobuf ``Record`` messages of a W&B transaction log (``run-ID.wandb``): LevelDB-log
+    framing, 32 KiB blocks of (crc, length, type) chunks. Offline, no network."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B transaction log")
+    pos, block, chunks = 7, 32768, []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0 and length == 0:
+            continue
+        chunks.append(chunk)
+        if kind in (1, 4):  # FULL or LAST
+            rec = pb.Record()
+            rec.ParseFromString(b"".join(chunks))
+            chunks = []
+            yield rec
+
+
+def read_offline_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary of the newest offline W&B run under ``RUN_DIR/wandb`` (what ``wandb sync``
+    would upload as the run's summary), read locally."""
+    import json
+
+    files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise FileNotFoundError(f"no offline W&B run under {run_dir}/wandb")
+    summary: dict[str, Any] = {}
+    for rec in read_offline_records(files[-1]):
+        if rec.WhichOneof("record_type") == "summary":
+            summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in rec.summary.update})
+    return summary

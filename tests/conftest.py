@@ -41,6 +41,14 @@ def _isolated_cache(tmp_path_factory):
         os.environ["HWNAS_CACHE"] = old
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, _isolated_cache):
+    """One finished tiny run shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = run_fit("--config", str(TINY), "--out", str(out), "retrain.steps_per_epoch=20", "retrain.epochs=2")
+    return out, proc
+
+
 @pytest.fixture
 def tiny_cfg():
     from hwnas_darts.config import load_config
@@ -59,7 +67,7 @@ def tiny_space(tiny_cfg):
 def tiny_table():
     """A latency table of the tiny space measured quickly once per session (calibrated)."""
     from hwnas_darts.config import load_config
-    from hwnas_darts.hardware.lut import build_table
+    from hwnas_darts.hardware.table import build_table
     from hwnas_darts.hardware.measure import MeasureSettings
     from hwnas_darts.lut import ensure_calibration
     from hwnas_darts.space import SearchSpace

@@ -5,23 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from hwnas_darts.fit import CONTRACT_KEYS, main, parse_args
+from hwnas_darts.fit import main, parse_args
+from hwnas_darts.report import CONTRACT_KEYS
 
 from .conftest import ROOT, TINY, run_fit
 
 CONTRACT_FILES = ("config.yaml", "lut.json", "alphas.json", "arch.json", "candidates.json", "metrics.json", "model.ts",
                   "report.md")
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = run_fit("--config", str(TINY), "--out", str(out), "retrain.steps_per_epoch=20", "retrain.epochs=2")
-    return out, proc
 
 
 def test_contract_files_and_metrics(tiny_run):
@@ -133,3 +128,45 @@ def test_compound_scaling_end_to_end(tmp_path):
     assert res.stdout.strip() == "(2, 4)", res.stderr
     prof = json.loads((out / "profile.json").read_text())
     assert prof["latency_ms_predicted"] is not None  # the scaled network's rows were measured into the table
+
+
+def test_checkpoints_load_with_lightning(tiny_run):
+    """Both modules save their hyperparameters: load_from_checkpoint rebuilds them, with the
+    run's final alphas and retrained weights."""
+    from hwnas_darts.retrain import RetrainModule
+    from hwnas_darts.search import SearchModule
+
+    out, _ = tiny_run
+    sm = SearchModule.load_from_checkpoint(out / "checkpoints" / "search" / "last.ckpt", map_location="cpu",
+                                           weights_only=False)
+    final = json.loads((out / "alphas.json").read_text())["logits"]
+    assert {m.name: m.alpha.detach().tolist() for m in sm.supernet.mixed} == final
+    assert len(sm.alpha_history) == sm.cfg.epochs  # restored by on_load_checkpoint
+    rm = RetrainModule.load_from_checkpoint(out / "checkpoints" / "retrain" / "last.ckpt", map_location="cpu",
+                                            weights_only=False)
+    saved = torch.load(out / "model_state.pt", weights_only=True)
+    state = rm.network.state_dict()
+    assert state.keys() == saved.keys() and all(torch.equal(state[k].float(), saved[k].float()) for k in saved)
+    assert rm.hparams["arch"] == json.loads((out / "metrics.json").read_text())["arch"]
+
+
+def test_stage_estimate_follows_the_step_counts(tiny_cfg, monkeypatch):
+    """The estimate printed before the run scales with what the config asks for."""
+    import hwnas_darts.estimate as est
+    from hwnas_darts.runner import RunContext, RunState
+    from hwnas_darts.space import SearchSpace
+
+    monkeypatch.setattr(est, "probe_step_seconds", lambda ctx, steps=3: 0.01)
+
+    def estimate(**search):
+        cfg = tiny_cfg.model_copy(update={"search": tiny_cfg.search.model_copy(update=search)})
+        ctx = RunContext(cfg, Path("."), RunState(Path(".")), space=SearchSpace.from_config(cfg))
+        return est.estimate_stages(ctx, table_stored=True)
+
+    base = estimate(epochs=2, warmup_epochs=2, steps_per_epoch=10)
+    assert base["search"] == pytest.approx(2 * 10 * 0.01)
+    assert estimate(epochs=20, warmup_epochs=20, steps_per_epoch=10)["search"] == pytest.approx(10 * base["search"])
+    # architecture steps after the warm-up, and softmax running every path, cost more
+    assert estimate(epochs=2, warmup_epochs=0, steps_per_epoch=10)["search"] == pytest.approx(2 * base["search"])
+    assert estimate(epochs=2, warmup_epochs=2, steps_per_epoch=10, relaxation="softmax")["search"] > base["search"]
+    assert "total" in est.format_estimate(base)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from hwnas_darts.errors import LUTError, LUTMissError
-from hwnas_darts.hardware.lut import LatencyTable, Row, build_table
+from hwnas_darts.hardware.table import LatencyTable, Row, build_table
 from hwnas_darts.hardware.measure import MeasureSettings, measure_module, measure_modules
-from hwnas_darts.hardware.model import LatencyModel, fit_calibration, rank_metrics
+from hwnas_darts.hardware.calibration import fit_calibration, rank_metrics
+from hwnas_darts.hardware.model import LatencyModel
 from hwnas_darts.hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, intensity
 from hwnas_darts.space.ops import build_op
 from hwnas_darts.space.space import OpKey
@@ -98,7 +99,7 @@ def test_drift_correction_removes_a_slowdown_that_hits_memory_bound_work_harder(
     slowdown plus its memory part times the memory slowdown; the references see the same."""
     import random
 
-    from hwnas_darts.hardware.measure import compute_share, drift_factors, reference_intensities
+    from hwnas_darts.hardware.reference import compute_share, drift_factors, reference_intensities
 
     rng = random.Random(0)
     nominal = {"compute": 1.0, "memory": 0.5}
@@ -364,7 +365,7 @@ def test_validate_on_calibration_networks_agrees_with_the_fit_units(quiet_table,
     scale - same units, anchored - and reproduces the fit's error, not a multiple of it."""
     import statistics
 
-    from hwnas_darts.hardware.model import validate_model
+    from hwnas_darts.hardware.calibration import validate_model
     from hwnas_darts.space.arch import Arch
 
     settings = MeasureSettings(**QUIET)
@@ -384,7 +385,7 @@ def test_validate_on_calibration_networks_agrees_with_the_fit_units(quiet_table,
 def test_run_check_flags_a_table_scaled_by_one_and_a_half(quiet_table, tiny_space):
     import copy
 
-    from hwnas_darts.hardware.model import check_table
+    from hwnas_darts.hardware.calibration import check_table
 
     settings = MeasureSettings(**QUIET)
     bad = copy.deepcopy(quiet_table)
@@ -398,7 +399,7 @@ def test_run_check_flags_a_table_scaled_by_one_and_a_half(quiet_table, tiny_spac
 
 def test_sharded_build_merges_rows_from_several_processes(tiny_space):
     """The multi-GPU table build, exercised with two CPU worker processes."""
-    from hwnas_darts.hardware.lut import build_table_sharded
+    from hwnas_darts.hardware.table import build_table_sharded
 
     s = MeasureSettings(batch_size=2, threads=1, reference=False, **FAST)
     t = build_table_sharded(tiny_space, s, ["cpu", "cpu"])
@@ -437,7 +438,8 @@ def test_network_measurement_in_fresh_processes(quiet_table, tiny_space):
     import dataclasses
     import math
 
-    from hwnas_darts.hardware.model import between_processes, measure_arch_timings, validate_model
+    from hwnas_darts.hardware.calibration import between_processes, validate_model
+    from hwnas_darts.hardware.model import measure_arch_timings
 
     settings = dataclasses.replace(MeasureSettings(**QUIET), processes=2)
     archs = tiny_space.sample_unique(4, seed=11)

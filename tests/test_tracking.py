@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
-from pathlib import Path
 
 import pytest
 
@@ -12,32 +10,7 @@ from .conftest import TINY, run_fit
 
 wandb = pytest.importorskip("wandb")
 
-
-def read_wandb_records(path: Path):
-    """Records of a .wandb transaction log (LevelDB-log framing of protobuf ``Record`` messages)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", "not a W&B transaction log"
-    pos, block = 7, 32768
-    chunks: list[bytes] = []
-    while pos + 7 <= len(data):
-        left = block - (pos % block)
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pos += 7
-        payload = data[pos:pos + length]
-        pos += length
-        if kind == 0 and length == 0:
-            continue
-        chunks.append(payload)
-        if kind in (1, 4):  # FULL or LAST
-            rec = pb.Record()
-            rec.ParseFromString(b"".join(chunks))
-            chunks = []
-            yield rec
+from hwnas_darts.tracking import read_offline_records, read_offline_summary  # noqa: E402
 
 
 def test_offline_wandb_run_holds_summary_alpha_tables_and_artifacts(tmp_path):
@@ -48,13 +21,12 @@ def test_offline_wandb_run_holds_summary_alpha_tables_and_artifacts(tmp_path):
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, list((out / "wandb").iterdir())
     run = runs[0]
-    records = list(read_wandb_records(next(run.glob("*.wandb"))))
-    summary = {}
-    for r in records:
-        if r.WhichOneof("record_type") == "summary":
-            for u in r.summary.update:
-                summary[u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
-    assert 0 <= summary["test_accuracy"] <= 1 and summary["latency_ms"] > 0
+    records = list(read_offline_records(next(run.glob("*.wandb"))))
+    summary = read_offline_summary(out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the summary holds the final metrics, exactly as metrics.json has them
+    for key in ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "score", "arch"):
+        assert summary[key] == metrics[key], key
     kinds = [r.WhichOneof("record_type") for r in records]
     history = [r.history for r in records if r.WhichOneof("record_type") == "history"]
     table_epochs = []

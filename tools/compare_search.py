@@ -45,7 +45,7 @@ from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas_darts.lut import obtain_table  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
-from hwnas_darts.report import hypervolume, pareto_front  # noqa: E402
+from hwnas_darts.plots import hypervolume, pareto_front  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
 
 _logger = logging.getLogger("compare_search")

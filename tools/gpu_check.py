@@ -87,8 +87,9 @@ def part_roofline(args, out: Path) -> dict:
 
 
 def part_lut(args, out: Path) -> dict:
-    from hwnas_darts.hardware.lut import build_table
-    from hwnas_darts.hardware.model import LatencyModel, calibrate_and_validate, validate_model
+    from hwnas_darts.hardware.table import build_table
+    from hwnas_darts.hardware.calibration import calibrate_and_validate, validate_model
+    from hwnas_darts.hardware.model import LatencyModel
     from hwnas_darts.hardware.roofline import probe_roofline
 
     cfg, space = _space(args)
@@ -116,7 +117,7 @@ def part_lut(args, out: Path) -> dict:
                      "validation_seconds": val["seconds"], "learned": val["learned"], "table_sum": val["table_sum"],
                      "repeatability": rep, "device": table.device}
         try:
-            from hwnas_darts.report import plot_lut_validation
+            from hwnas_darts.plots import plot_lut_validation
 
             plot_lut_validation(val, out / f"lut_validation_{mode}.png")
         except Exception as exc:  # a plot must not fail the part

@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas_darts.config import load_config  # noqa: E402
-from hwnas_darts.hardware.lut import LatencyTable  # noqa: E402
-from hwnas_darts.hardware.model import RIDGE_GRID, LatencyModel, fit_calibration, rank_metrics  # noqa: E402
+from hwnas_darts.hardware.table import LatencyTable  # noqa: E402
+from hwnas_darts.hardware.calibration import RIDGE_GRID, fit_calibration, rank_metrics  # noqa: E402
+from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
 
 #: (group ridge, row ridge) per form; None = cross-validated; a huge ridge switches a term off

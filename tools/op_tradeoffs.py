@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas_darts.config import load_config  # noqa: E402
-from hwnas_darts.hardware.lut import LatencyTable  # noqa: E402
+from hwnas_darts.hardware.table import LatencyTable  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
 
 

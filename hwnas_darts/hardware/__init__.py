@@ -1,8 +1,9 @@
 """Target-hardware engine: timing, roofline metrics, latency table, learned latency model."""
 
-from .lut import LatencyTable, Row, build_table
+from .table import LatencyTable, Row, build_table
 from .measure import MeasureSettings, Timing, measure_module
-from .model import LatencyModel, measure_archs, validate_model
+from .calibration import validate_model
+from .model import LatencyModel, measure_archs
 from .roofline import Roofline, count_bytes, count_macs, probe_roofline
 
 __all__ = [

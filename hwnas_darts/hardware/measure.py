@@ -20,8 +20,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
-import platform
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -39,81 +37,8 @@ _logger = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def available_cores() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS / Windows
-        return os.cpu_count() or 1
-
-
-def cpu_name() -> str:
-    """The CPU model string and its microarchitecture (family, model, widest vector unit).
-
-    Cloud VMs often report only a generic name ("AMD EPYC") for several processor generations
-    whose relative op costs differ; family/model and the vector extensions tell them apart, so
-    a latency table measured on one generation is not silently used on another.
-    """
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if ":" not in line:
-                    if info:
-                        break  # first processor only
-                    continue
-                k, v = line.split(":", 1)
-                info.setdefault(k.strip().lower(), v.strip())
-    except OSError:
-        pass
-    name = info.get("model name") or platform.processor() or platform.machine() or "unknown-cpu"
-    flags = set(info.get("flags", "").split())
-    vec = next((f for f in ("avx512f", "avx2", "avx", "sse4_2", "asimd") if f in flags), None)
-    ident = [f"family {info['cpu family']} model {info['model']}"] if "cpu family" in info and "model" in info else []
-    if vec:
-        ident.append(vec)
-    return f"{name} ({', '.join(ident)})" if ident else name
-
-
-#: glibc mallopt parameters: allocations up to 32 MiB from the heap, freed memory kept (no trimming)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_TUNED_MMAP, _TUNED_TRIM = 32 * 2**20, 1 << 30
-_ALLOCATOR_STATE: dict[str, str] = {}
-
-
-def tune_allocator() -> str:
-    """Put glibc's allocator into a fixed, warm regime for this process; returns the regime's name.
-
-    With glibc's defaults, large activation buffers (a batch of expanded 28x28 feature maps is
-    several MB) are served by ``mmap`` or trimmed back to the OS after use, depending on a
-    threshold that adapts to the process's allocation history: the same memory-bound op then runs
-    2-3x slower in one process than in another (measured: an MBConv block at 28x28, batch 32,
-    13-15 ms with the defaults, 4-6 ms tuned, in fresh processes). Fixing the thresholds (what
-    ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` do from the environment)
-    makes latencies reproducible and is what a deployment should use too (or jemalloc/tcmalloc).
-    Returns ``"glibc-tuned"``, or ``"system"`` where glibc's ``mallopt`` is not available.
-    """
-    if "regime" in _ALLOCATOR_STATE:
-        return _ALLOCATOR_STATE["regime"]
-    regime = "system"
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        if libc.mallopt(_M_MMAP_THRESHOLD, _TUNED_MMAP) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TUNED_TRIM) == 1:
-            regime = "glibc-tuned"
-    except (OSError, AttributeError):  # pragma: no cover - not glibc (macOS, musl, Windows)
-        pass
-    _ALLOCATOR_STATE["regime"] = regime
-    return regime
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return cpu_name()
-
+from .device import available_cores, cpu_name, device_name, tune_allocator  # noqa: E402
+from .reference import REFERENCE_INPUTS, REFERENCE_VERSION, compute_share, drift_factors, reference_modules  # noqa: E402,F401
 
 _HW = HardwareConfig()  # the one source of the defaults shared with the config's hardware section
 
@@ -280,122 +205,22 @@ def _measure_cpu(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
     return Timing.from_samples(samples, number)
 
 
-def _measure_cuda(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
-    device = torch.device(settings.device)
-    torch.backends.cudnn.benchmark = True
-    with torch.cuda.device(device):
-        for _ in range(max(1, settings.warmup)):
-            fn()
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        probe = max(start.elapsed_time(end) / 1e3, 1e-7)
-        number = max(1, math.ceil(settings.block_time / probe))
-        n_samples = min(200, max(settings.min_samples, math.ceil(settings.min_run_time / (probe * number))))
-        samples = []
-        for _ in range(n_samples):
-            start.record()
-            for _ in range(number):
-                fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end) / number)
-    return Timing.from_samples(samples, number)
-
-
 def measure_callable(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
     """Time ``fn()`` on the settings' device (the caller moved everything there)."""
-    return _measure_cuda(fn, settings) if settings.is_cuda else _measure_cpu(fn, settings)
+    if settings.is_cuda:
+        from .cuda import measure_cuda
+
+        return measure_cuda(fn, settings)
+    return _measure_cpu(fn, settings)
 
 
 def _runner(module: nn.Module, input_shape: tuple[int, ...], settings: MeasureSettings) -> Callable[[], Any]:
     module, x = settings.prepare(module, (settings.batch_size, *input_shape))
     if settings.cuda_graphs:
-        return _graphed(module, x, settings)
+        from .cuda import graphed
+
+        return graphed(module, x, settings)
     return lambda: module(x)
-
-
-REFERENCE_VERSION = "ref-v2"
-#: input shapes (without batch) of the two reference workloads
-REFERENCE_INPUTS = {"compute": (32, 8, 8), "memory": (48, 16, 16)}
-
-
-class _MemoryRef(nn.Module):
-    """Depthwise 3x3 conv + add + ReLU: low operational intensity, bandwidth bound on CPUs."""
-
-    def __init__(self, c: int):
-        super().__init__()
-        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.dw(x) + x)
-
-
-def reference_modules() -> dict[str, nn.Module]:
-    """The two fixed reference workloads that normalise CPU timings (see :func:`measure_modules`).
-
-    ``compute``: a dense 3x3 convolution (high operational intensity); ``memory``: a depthwise
-    convolution with an elementwise add (low intensity). A shared machine slows the two
-    differently (a noisy neighbour streaming memory hurts the second far more), so each timing
-    is corrected by a mix of both, weighted by the measured item's own intensity.
-    """
-    g = torch.random.fork_rng()
-    with g:
-        torch.manual_seed(0)
-        c = REFERENCE_INPUTS["compute"][0]
-        compute = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()).eval()
-        memory = _MemoryRef(REFERENCE_INPUTS["memory"][0]).eval()
-    return {"compute": compute, "memory": memory}
-
-
-_REF_INTENSITY: dict[str, float] = {}
-
-
-def reference_intensities() -> dict[str, float]:
-    """Operational intensity (FLOP/byte) of the two reference workloads (counted once, cached)."""
-    if not _REF_INTENSITY:
-        from .roofline import count_bytes, count_macs, intensity
-
-        for name, mod in reference_modules().items():
-            x = torch.randn(2, *REFERENCE_INPUTS[name])
-            _REF_INTENSITY[name] = intensity(count_macs(mod, x), count_bytes(mod, x))
-    return dict(_REF_INTENSITY)
-
-
-def compute_share(item_intensity: float | None) -> float:
-    """Weight of the compute reference in an item's drift correction, from its intensity.
-
-    Linear in log-intensity between the memory reference's intensity (weight 0) and the compute
-    reference's (weight 1), clipped to [0, 1]; ``None`` (unknown) gives 0.5.
-    """
-    if item_intensity is None or not math.isfinite(item_intensity) or item_intensity <= 0:
-        return 0.5
-    ri = reference_intensities()
-    lo, hi = math.log(ri["memory"]), math.log(ri["compute"])
-    return float(min(1.0, max(0.0, (math.log(item_intensity) - lo) / (hi - lo))))
-
-
-def drift_factors(ref_compute: "list[float]", ref_memory: "list[float]", nominal: dict[str, float],
-                  share: float, smooth: int = 1) -> list[float]:
-    """Per-cycle slowdown of an item against the nominal machine speed.
-
-    ``ref_compute[c]`` and ``ref_memory[c]`` are the two references' per-call times in cycle
-    ``c``; each is averaged over ``smooth`` neighbouring cycles on each side (the references
-    are short and noisy), divided by its nominal time, and the two slowdowns are mixed with the
-    item's compute ``share``: ``f_c = share * rc_c / nominal_c + (1 - share) * rm_c / nominal_m``.
-    Dividing a timing by ``f_c`` gives "the time at nominal speed".
-    """
-    n = len(ref_compute)
-
-    def smoothed(v: list[float], i: int) -> float:
-        window = v[max(0, i - smooth): min(n, i + smooth + 1)]
-        return sum(window) / len(window)
-
-    return [share * smoothed(ref_compute, i) / nominal["compute"]
-            + (1.0 - share) * smoothed(ref_memory, i) / nominal["memory"] for i in range(n)]
 
 
 def _plan_bursts(est_ms: list[float], settings: MeasureSettings) -> tuple[list[int], int]:
@@ -525,7 +350,9 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
         The timings, and the reference medians of this call (``None`` without reference).
     """
     if settings.is_cuda:
-        return _measure_modules_cuda(items, settings, progress), None
+        from .cuda import measure_modules_cuda
+
+        return measure_modules_cuda(items, settings, progress), None
     tune_allocator()
     use_ref = settings.use_reference
     with torch.inference_mode():
@@ -547,35 +374,3 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
     return timings, ref_median
 
 
-def _measure_modules_cuda(items: list[tuple[nn.Module, tuple[int, ...]]], settings: MeasureSettings,
-                          progress: Callable[[int, int], None] | None) -> list[Timing]:
-    rounds = max(1, settings.rounds)
-    per_round = dataclasses.replace(settings, min_run_time=settings.min_run_time / rounds,
-                                    min_samples=max(1, math.ceil(settings.min_samples / rounds)),
-                                    warmup=max(1, settings.warmup // rounds))
-    samples: list[list[float]] = [[] for _ in items]
-    numbers = [1] * len(items)
-    with torch.inference_mode():
-        runners = [_runner(m, shape, settings) for m, shape in items]
-        for r in range(rounds):
-            for i, run in enumerate(runners):
-                t = measure_callable(run, per_round)
-                numbers[i] = t.runs_per_sample
-                samples[i].extend(t.samples_ms)
-                if progress:
-                    progress(r * len(items) + i + 1, rounds * len(items))
-    return [_finish_timing(s, s, n) for s, n in zip(samples, numbers)]
-
-
-def _graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Callable[[], Any]:
-    torch.backends.cudnn.benchmark = True
-    stream = torch.cuda.Stream(device=x.device)
-    stream.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(stream):
-        for _ in range(max(3, settings.warmup)):
-            module(x)
-    torch.cuda.current_stream(x.device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        module(x)
-    return graph.replay

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -202,8 +202,7 @@ class OpFamily:
     searchable: bool = True
     out_hw: Callable = _same_hw
     check: Callable = _check_odd_kernel
-    doc: str = ""
-    defaults: dict = field(default_factory=dict)
+    doc: str = ""  # shown when an op name is not understood
 
 
 OPS: Registry = Registry("op family")
@@ -260,7 +259,8 @@ def parse_op(name: str, default_act: str | None = None) -> OpSpec:
     tokens = name.strip().split("_")
     fam_name = tokens[0]
     if fam_name not in OPS:
-        raise SpaceError(f"unknown op family {fam_name!r} in {name!r}; registered: {', '.join(sorted(OPS))}")
+        known = "; ".join(f"{f} ({OPS[f].doc or ', '.join(OPS[f].params)})" for f in sorted(OPS))
+        raise SpaceError(f"unknown op family {fam_name!r} in {name!r}; registered: {known}")
     fam: OpFamily = OPS[fam_name]
     rest = tokens[1:]
     act = None

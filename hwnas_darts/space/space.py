@@ -65,17 +65,12 @@ class LayerSpec:
 
 
 @dataclass(frozen=True)
-class PlannedLayer:
-    """A concrete layer of a discrete network (stem, chosen op, or head)."""
+class PlannedLayer(OpKey):
+    """A concrete layer of a discrete network (stem, chosen op, or head): its op at its shape
+    (the fields of :class:`OpKey`), its name and role."""
 
-    name: str
-    op: str
-    c_in: int
-    c_out: int
-    stride: int
-    h: int
-    w: int
-    role: str  # "stem", "search" or "head"
+    name: str = ""
+    role: str = "search"  # "stem", "search" or "head"
     dropout: float = 0.0
 
     @property
@@ -227,6 +222,18 @@ class SearchSpace:
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha1(blob).hexdigest()[:12]
 
+    def spec(self) -> dict[str, Any]:
+        """Plain data :meth:`from_spec` rebuilds this space from (checkpoint hyperparameters)."""
+        return {"space_cfg": self.cfg.model_dump(), "in_channels": self.in_channels, "image_size": self.image_size,
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "SearchSpace":
+        from ..config import SpaceConfig
+
+        return cls(SpaceConfig.model_validate(spec["space_cfg"]), spec["in_channels"], spec["image_size"],
+                   spec["num_classes"])
+
     # -- description --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The resolved definition (inputs, stem, per-layer candidates, head)."""
@@ -321,7 +328,7 @@ class SearchSpace:
         out: list[PlannedLayer] = []
         for i, lay in enumerate(self.cfg.stem):
             op = parse_op(lay.op).name
-            out.append(PlannedLayer(f"stem.{i}", op, c, stem_w[i], lay.stride, h, w, "stem"))
+            out.append(PlannedLayer(op, c, stem_w[i], lay.stride, h, w, name=f"stem.{i}", role="stem"))
             h, w = op_out_hw(op, h, w, lay.stride)
             c = stem_w[i]
         by_stage: dict[int, list[str]] = {}
@@ -339,11 +346,12 @@ class SearchSpace:
                     if not fits:
                         raise ArchError(f"scaled layer {name}.{li}: no op of the stage fits {c}x{h}x{w} -> {stage_w[si]}")
                     op = fits[0]
-                out.append(PlannedLayer(f"{name}.{li}", op, c, stage_w[si], stride, h, w, "search"))
+                out.append(PlannedLayer(op, c, stage_w[si], stride, h, w, name=f"{name}.{li}", role="search"))
                 h, w = op_out_hw(op, h, w, stride)
                 c = stage_w[si]
         head_op = f"head_w{head_w}_{self.cfg.head.act}"
-        out.append(PlannedLayer("head", head_op, c, self.num_classes, 1, h, w, "head", self.cfg.head.dropout))
+        out.append(PlannedLayer(head_op, c, self.num_classes, 1, h, w, name="head", role="head",
+                                dropout=self.cfg.head.dropout))
         return out
 
     def fixed_keys(self) -> list[OpKey]:

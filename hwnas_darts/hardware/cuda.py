@@ -1,0 +1,75 @@
+"""CUDA timing: events around blocks of runs (after warm-up, ``cudnn.benchmark`` on), interleaved
+rounds for a set of modules, and CUDA-graph replay. Used by :mod:`hwnas_darts.hardware.measure`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .measure import MeasureSettings, Timing, _finish_timing, _runner, measure_callable
+
+__all__ = ["measure_cuda", "measure_modules_cuda", "graphed"]
+
+
+def measure_cuda(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
+    device = torch.device(settings.device)
+    torch.backends.cudnn.benchmark = True
+    with torch.cuda.device(device):
+        for _ in range(max(1, settings.warmup)):
+            fn()
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        probe = max(start.elapsed_time(end) / 1e3, 1e-7)
+        number = max(1, math.ceil(settings.block_time / probe))
+        n_samples = min(200, max(settings.min_samples, math.ceil(settings.min_run_time / (probe * number))))
+        samples = []
+        for _ in range(n_samples):
+            start.record()
+            for _ in range(number):
+                fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end) / number)
+    return Timing.from_samples(samples, number)
+
+
+def measure_modules_cuda(items: list[tuple[nn.Module, tuple[int, ...]]], settings: MeasureSettings,
+                          progress: Callable[[int, int], None] | None) -> list[Timing]:
+    rounds = max(1, settings.rounds)
+    per_round = dataclasses.replace(settings, min_run_time=settings.min_run_time / rounds,
+                                    min_samples=max(1, math.ceil(settings.min_samples / rounds)),
+                                    warmup=max(1, settings.warmup // rounds))
+    samples: list[list[float]] = [[] for _ in items]
+    numbers = [1] * len(items)
+    with torch.inference_mode():
+        runners = [_runner(m, shape, settings) for m, shape in items]
+        for r in range(rounds):
+            for i, run in enumerate(runners):
+                t = measure_callable(run, per_round)
+                numbers[i] = t.runs_per_sample
+                samples[i].extend(t.samples_ms)
+                if progress:
+                    progress(r * len(items) + i + 1, rounds * len(items))
+    return [_finish_timing(s, s, n) for s, n in zip(samples, numbers)]
+
+
+def graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Callable[[], Any]:
+    torch.backends.cudnn.benchmark = True
+    stream = torch.cuda.Stream(device=x.device)
+    stream.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(stream):
+        for _ in range(max(3, settings.warmup)):
+            module(x)
+    torch.cuda.current_stream(x.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        module(x)
+    return graph.replay
