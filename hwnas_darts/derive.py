@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .hardware.model import LatencyModel
     from .runner import RunContext
 
-__all__ = ["Candidate", "Derived", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
+__all__ = ["Candidate", "Derived", "select_under_accuracy_noise", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
            "score_candidates", "select_best", "skip_share"]
 
 _logger = logging.getLogger(__name__)
@@ -209,6 +209,33 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
     return best
 
 
+def select_under_accuracy_noise(candidates: Sequence[Candidate], correct: Sequence[Sequence[bool]],
+                                target_ms: float | None = None, z: float = 1.96) -> Candidate:
+    """The fastest candidate whose supernet accuracy is within the noise of the best one.
+
+    ``correct[i]`` is candidate i's per-image correctness on the validation images (the same
+    images for every candidate). Admissible candidates are those at or below ``target_ms`` (all
+    when none is); among them the most accurate is the reference, and every candidate whose
+    accuracy lies within ``z`` paired standard errors of it (:func:`~hwnas_darts.stats.paired_accuracy_se`)
+    is as good as far as the validation images can tell: the fastest of those is returned. Each
+    candidate's ``extra["accuracy_gap_se"]`` says how many standard errors it is behind.
+    """
+    from .stats import paired_accuracy_se
+
+    idx = [i for i, c in enumerate(candidates) if target_ms is None or (c.latency_ms or math.inf) <= target_ms]
+    idx = idx or list(range(len(candidates)))
+    ref = max(idx, key=lambda i: (candidates[i].val_accuracy or 0.0, -(candidates[i].latency_ms or math.inf)))
+    close = []
+    for i in idx:
+        c = candidates[i]
+        gap = (candidates[ref].val_accuracy or 0.0) - (c.val_accuracy or 0.0)
+        se = paired_accuracy_se(correct[i], correct[ref]) if i != ref else 0.0
+        c.extra["accuracy_gap_se"] = 0.0 if gap <= 0 else (math.inf if se == 0 else gap / se)
+        if c.extra["accuracy_gap_se"] <= z:
+            close.append(c)
+    return min(close, key=lambda c: (c.latency_ms if c.latency_ms is not None else math.inf, -c.log_prob))
+
+
 def skip_share(supernet: SuperNet) -> dict[str, Any]:
     """How much of the distribution sits on skip connections (the DARTS collapse symptom).
 
@@ -300,26 +327,38 @@ def derive_stage(ctx: "RunContext") -> Derived:
     loader = dm.archval_dataloader()
     calib = make_loader(dm.weight_dataset(augment=False), 256, True, seed + 11)
     _logger.info("scoring %d candidate architectures", len(cands))
+    correct: list[list[bool]] = []
     for c in cands:
         net = sn
         if dc.finetune_steps:
             net = finetune_subnet(sn, c.arch, make_loader(dm.weight_dataset(), dm.cfg.batch_size, True, seed + 7),
                                   dc.finetune_steps, ctx.cfg.search.weight_lr, device=device)
+        correct.append([])
         c.val_accuracy = evaluate_accuracy(net, c.arch, loader, dc.eval_batches, device=device,
-                                           calib_loader=calib if dc.bn_batches else None, calib_batches=dc.bn_batches)
+                                           calib_loader=calib if dc.bn_batches else None, calib_batches=dc.bn_batches,
+                                           per_image=correct[-1])
     sn.cpu()
     noise = _measure(ctx, cands)
     score_candidates(cands, ctx.cfg.objective, ctx.targets)
     best = select_best(cands, noise, ctx.cfg.objective, ctx.targets)
+    target = ctx.targets.latency if ctx.targets.cost == "latency" else None
+    alt = select_under_accuracy_noise(cands, correct, target)
+    accuracy_rule = {"choice": alt.arch.to_string(), "differs": alt is not best, "applied": dc.accuracy_noise}
+    if dc.accuracy_noise and alt is not best:
+        for c in cands:
+            c.chosen = c is alt
+        alt.extra["chosen_by"] = "the fastest within the supernet accuracy's noise of the best admissible candidate"
+        best = alt
     dicts = [c.to_dict() for c in cands]
     atomic_write_json(ctx.path("candidates.json"), {"targets": ctx.targets.to_dict(), "candidates": dicts,
-                                                    "skip_share": shares, "latency_noise": noise})
+                                                    "skip_share": shares, "latency_noise": noise,
+                                                    "accuracy_noise_rule": accuracy_rule})
     best.arch.save(ctx.path("arch_searched.json"))
     if shares.get("collapsed"):
         _logger.warning("architecture collapse: skip connections dominate the distribution (%s); consider "
                         "derive.max_skips", shares)
     ctx.state.mark("derive", time.perf_counter() - t0, chosen=best.arch.to_string(), candidates=len(cands),
-                   latency_noise=noise, tie=bool(best.extra.get("tie")))
+                   latency_noise=noise, tie=bool(best.extra.get("tie")), accuracy_noise_rule=accuracy_rule)
     _logger.info("chosen: %s (val acc %.4f, %.3f ms measured, score %.4f)", best.arch, best.val_accuracy,
                  best.latency_ms, best.score)
     return Derived(best.arch, dicts, shares, history)

@@ -45,25 +45,26 @@ def recalibrate_bn(supernet: SuperNet, arch: Arch, loader: Iterable, batches: in
 @torch.no_grad()
 def evaluate_accuracy(supernet: SuperNet, arch: Arch, loader: Iterable, max_batches: int | None = None,
                       device: torch.device | str = "cpu", calib_loader: Iterable | None = None,
-                      calib_batches: int = 20) -> float:
+                      calib_batches: int = 20, per_image: list | None = None) -> float:
     """Top-1 accuracy of the subnet ``arch`` with the supernet's weights (eval mode), after
-    re-estimating its BatchNorm statistics on ``calib_loader`` when given."""
+    re-estimating its BatchNorm statistics on ``calib_loader`` when given. ``per_image``: a list
+    that receives each image's correctness (for paired comparisons between candidates)."""
     was = supernet.training
     if calib_loader is not None:
         recalibrate_bn(supernet, arch, calib_loader, calib_batches, device)
     supernet.eval()
-    correct = total = 0
+    hits: list[torch.Tensor] = []
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = x.to(device), y.to(device)
-            logits = supernet(x, arch=arch)
-            correct += int((logits.argmax(1) == y).sum())
-            total += len(y)
+            hits.append((supernet(x.to(device), arch=arch).argmax(1) == y.to(device)).cpu())
     finally:
         supernet.train(was)
-    return correct / max(total, 1)
+    flat = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+    if per_image is not None:
+        per_image.extend(flat.tolist())
+    return float(flat.float().mean()) if len(flat) else 0.0
 
 
 def finetune_subnet(supernet: SuperNet, arch: Arch, loader: Iterable, steps: int, lr: float,

@@ -110,13 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
 
     def run() -> int:
+        if args.print_config:
+            print(config_to_yaml(resolve_config(args, overrides)), end="")
+            return 0
         from . import ranks
         from .report import print_summary
         from .runner import RunContext, run_stages
 
-        if args.print_config:
-            print(config_to_yaml(resolve_config(args, overrides)), end="")
-            return 0
         # the ranks join their process group first: then only rank 0 touches the run directory
         saved = Path(args.resume or ".") / "config.yaml"
         first = config_from_dict(read_yaml(saved)) if args.resume and saved.is_file() else resolve_config(args, overrides)

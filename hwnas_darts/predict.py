@@ -160,7 +160,7 @@ def _read_image(path: Path, channels: int, size: int, strict: bool) -> np.ndarra
 
 
 def _read_idx_images(path: Path, channels: int, size: int) -> np.ndarray:
-    from .data import read_idx
+    from .datasets import read_idx
 
     arr = read_idx(path)
     if arr.ndim == 3:
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if len(preds) > args.limit:
                 print(f"... {len(preds) - args.limit} more (use --output FILE to keep them all)")
         if args.labels:
-            from .data import read_idx
+            from .datasets import read_idx
 
             labels = read_idx(args.labels).astype(np.int64)
             if len(labels) != len(preds):

@@ -135,8 +135,10 @@ def test_accuracy(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule
                          precision=t.precision, logger=ctx.tracker.lightning_logger("retrain") if ctx.tracker else False,
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                          default_root_dir=str(ctx.run_dir))
-    out = trainer.test(module, dataloaders=dm.test_dataloader(), verbose=False)
-    return float(out[0]["test/accuracy"])
+    loader = dm.test_dataloader()
+    out = trainer.test(module, dataloaders=loader, verbose=False)
+    n = len(loader.dataset)
+    return round(float(out[0]["test/accuracy"]) * n) / n  # the exact fraction (the metric is a float32)
 
 
 def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:

@@ -200,6 +200,9 @@ class DeriveConfig(Section):
     max_skips: Optional[int] = Field(None, ge=0)
     seed: Optional[int] = None
     noise_floor: float = Field(0.02, ge=0, lt=0.5)
+    # true: among the admissible candidates whose supernet accuracy is within 1.96 paired standard
+    # errors of the best one, the fastest is chosen (candidates.json records that choice either way)
+    accuracy_noise: bool = False
 
 
 class RetrainConfig(Section):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from hwnas_darts.config import DeriveConfig, ObjectiveConfig
@@ -103,3 +104,29 @@ def test_skip_collapse_detection(tiny_space):
     assert not skip_share(SuperNet(tiny_space))["collapsed"]  # uniform: skip is not dominant
     other = Arch(("s2dconv_n2_relu", "conv_k3_relu", "skip"), space_id=tiny_space.space_id)
     assert not skip_share(_peaked(tiny_space, other))["collapsed"]
+
+
+def test_accuracy_noise_picks_the_fastest_of_the_statistically_tied():
+    """Three candidates on 1000 shared images: B is 0.2 points behind A (a handful of images,
+    well within the paired noise) and faster; C is far behind and fastest; D is over the target."""
+    from hwnas_darts.derive import select_under_accuracy_noise
+    from hwnas_darts.space.arch import Arch
+
+    rng = np.random.default_rng(0)
+    base = rng.random(1000) < 0.8
+    a = base.copy()
+    b = base.copy()
+    b[np.flatnonzero(base)[:2]] = False  # 2 images fewer
+    c = rng.random(1000) < 0.6
+    d = base | (rng.random(1000) < 0.5)
+    cands = []
+    ops = {"a": "conv_k3_relu", "b": "mb_k3_e3_relu", "c": "skip", "d": "fmb_k3_e2_relu"}
+    for name, corr, lat in (("a", a, 5.0), ("b", b, 4.0), ("c", c, 2.0), ("d", d, 9.0)):
+        cand = Candidate(Arch((ops[name],)), ["sampled"], 0.0, val_accuracy=float(corr.mean()), latency_ms=lat)
+        cands.append(cand)
+    best = select_under_accuracy_noise(cands, [a, b, c, d], target_ms=6.0)
+    assert best.arch.ops == ("mb_k3_e3_relu",)
+    assert cands[1].extra["accuracy_gap_se"] < 1.96 < cands[2].extra["accuracy_gap_se"]
+    assert "accuracy_gap_se" not in cands[3].extra  # not admissible: slower than the target
+    # with no target the far more accurate D is the reference, and nothing else is close to it
+    assert select_under_accuracy_noise(cands, [a, b, c, d]).arch.ops == ("fmb_k3_e2_relu",)

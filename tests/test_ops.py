@@ -80,7 +80,7 @@ def test_parse_and_canonical_names():
 
 
 @pytest.mark.parametrize("bad,match", [
-    ("foo_k3_relu", "unknown op family 'foo'.*registered: conv, fmb"),
+    ("foo_k3_relu", r"unknown op family 'foo'.*registered: conv \(kxk conv, BN, act\); fmb \(fused MBConv"),
     ("mb_k3_relu", "missing parameter"),
     ("conv_k4_relu", "odd"),
     ("conv_k13_relu", "odd and in"),

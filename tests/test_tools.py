@@ -100,3 +100,43 @@ def test_process_noise_on_a_synthetic_report(tmp_path, capsys):
     rep["process_ms"] = [[v] for v in truth]
     path.write_text(json.dumps(rep))
     assert tool.main([str(path)]) == 2 and "hardware.processes" in capsys.readouterr().err
+
+
+def _load_tool(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monkeypatch):
+    """A multi-seed study whose runs are all finished: nothing is recomputed (no fit process is
+    started), and the means, intervals and paired differences come from the runs' metrics."""
+    tool = _load_tool("compare_search")
+    acc = {(0, "hw0"): 0.90, (0, "flops0"): 0.88, (1, "hw0"): 0.92, (1, "flops0"): 0.91,
+           (0, "mobilenetv2-like"): 0.89, (1, "mobilenetv2-like"): 0.90, (0, "all-fused"): 0.87, (1, "all-fused"): 0.88}
+    for (seed, name), a in acc.items():
+        d = tmp_path / f"seed{seed}" / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "test_accuracy": a, "latency_ms": 10.0 + seed + (name == "flops0"), "latency_ms_predicted": 10.0,
+            "macs": 1000, "params": 10, "arch": name, "retrain_seconds": 1.0, "search_seconds": 5.0,
+            "derive_seconds": 1.0}))
+
+    def no_fit(*a, **k):
+        raise AssertionError(f"a finished run was recomputed: {a}")
+
+    monkeypatch.setattr(tool.subprocess, "run", no_fit)
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--methods", "hw,flops,hand",
+                      "--hw", "objective.latency_weight=-0.1"]) == 0
+    study = json.loads((tmp_path / "study.json").read_text())
+    hw = next(g for g in study["groups"] if g["method"] == "hw")
+    assert hw["n"] == 2 and abs(hw["test_accuracy"] - 0.91) < 1e-12
+    lo, hi = hw["test_accuracy_ci"]
+    assert lo < 0.91 < hi  # t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.01414 / 1.414 = 0.127
+    assert abs((hi - lo) / 2 - 0.12706) < 1e-3
+    flops = next(p for p in study["paired"] if p["vs"] == "flops")
+    assert flops["n"] == 2 and abs(flops["d_accuracy"] - 0.015) < 1e-12 and abs(flops["d_latency_ms"] + 1.0) < 1e-12
+    assert (tmp_path / "study.png").is_file() and "Paired by seed" in (tmp_path / "study.md").read_text()

@@ -1,13 +1,18 @@
 """Search-quality study: the hardware-aware search against the alternatives a user has.
 
-Methods, on one config (default: Fashion-MNIST on this CPU), one seed and one latency table:
+Methods, on one config (default: Fashion-MNIST on this CPU) and one latency table, for one seed or
+(``--seeds 0,1,2``) for each seed in ``OUT/seedN`` with means, 95 % intervals and differences
+paired by seed (``--targets 0.1,0.3,0.5``: one hw and one FLOPs-proxy search per latency target,
+given as quantiles of the space's latency on this device). Finished runs are reused and
+unfinished ones resumed, so an interrupted study continues where it stopped:
 
 * ``hw``     this package's search, once per latency setting in ``--hw`` (objective overrides);
 * ``flops``  the same searches with MACs from the table in place of latency (``objective.cost=macs``);
 * ``random`` random search at the same compute budget: architectures sampled from the space,
              each trained with a short schedule on the search split and scored on the
-             architecture-validation split, as many as fit in the median wall time of one ``hw``
-             search; the most accurate in each of ``--buckets`` latency buckets is kept;
+             architecture-validation split, as many as fit in the median time one ``hw`` run
+             spent choosing (search + derive, measured); the most accurate in each of
+             ``--buckets`` latency buckets is kept;
 * ``hand``   two hand-designed networks in the space's vocabulary: MobileNetV2-like (MBConv
              everywhere) and all-fused-MBConv.
 
@@ -47,6 +52,7 @@ from hwnas_darts.lut import obtain_table  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
 from hwnas_darts.plots import hypervolume, pareto_front  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
+from hwnas_darts.stats import mean_interval, paired_interval  # noqa: E402
 
 _logger = logging.getLogger("compare_search")
 
@@ -63,7 +69,9 @@ def run_fit(out: Path, cfg_path: str | None, overrides: list[str], arch: str | N
     metrics = out / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    cmd = [sys.executable, "-m", "hwnas_darts.fit", "--out", str(out), "trainer.progress=false", *overrides]
+    # a study compares accuracy and latency: the exports (and their verification processes) are skipped
+    cmd = [sys.executable, "-m", "hwnas_darts.fit", "--out", str(out), "trainer.progress=false",
+           "export.torchscript=false", "export.program=false", *overrides]
     if cfg_path:
         cmd[3:3] = ["--config", cfg_path]
     if arch:
@@ -141,61 +149,40 @@ def plot(points: dict[str, list[tuple[float, float, str]]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config")
-    ap.add_argument("--out", default="runs/study")
-    ap.add_argument("--methods", default="hw,flops,random,hand")
-    ap.add_argument("--hw", action="append", help="objective overrides of one hw search (repeatable); "
-                                                  "default: a latency-weight sweep")
-    ap.add_argument("--flops", action="append", help="objective overrides of one FLOPs-proxy search (repeatable); "
-                                                     "default: the hw settings with a nonzero latency weight")
-    ap.add_argument("--buckets", type=int, default=3, help="latency buckets for random search")
-    ap.add_argument("--random-steps", type=int, default=300, help="short-schedule steps per random architecture")
-    ap.add_argument("--random-max", type=int, default=40, help="cap on random architectures")
-    ap.add_argument("--random-budget", type=float, help="seconds for random search (default: median hw search time)")
-    ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (e.g. retrain.epochs=3)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def study_seed(args, seed: int | None, out: Path, base: list[str], space: SearchSpace, cfg, model: LatencyModel,
+               hw_settings: list[str], flops_settings: list[str]) -> list[dict[str, Any]]:
+    """Every method of the study for one seed (finished runs are reused, unfinished ones resumed)."""
     methods = args.methods.split(",")
-    hw_settings = args.hw or DEFAULT_HW
-    flops_settings = args.flops or [h for h in hw_settings if "latency_weight=0.0" not in h]
-    base = list(args.fit_overrides)
-    cfg = load_config(args.config, base)
-    space = SearchSpace.from_config(cfg)
-    settings = MeasureSettings.from_config(cfg.hardware)
-    table, source = obtain_table(cfg, space, settings)  # every run reuses this (cached) table
-    _logger.info("latency table: %s", source)
-    model = LatencyModel(table, space)
+    base = base + ([f"seed={seed}"] if seed is not None else [])
+    seed = cfg.seed if seed is None else seed
     rows: list[dict[str, Any]] = []
-    search_times = []
-
+    budgets = []
+    keys = ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "retrain_seconds")
     for method in ("hw", "flops"):
         if method not in methods:
             continue
         for i, setting in enumerate(hw_settings if method == "hw" else flops_settings):
             ov = base + setting.split() + (["objective.cost=macs"] if method == "flops" else [])
             name = f"{method}{i}"
-            _logger.info("%s: %s", name, " ".join(ov))
+            _logger.info("seed %s %s: %s", seed, name, " ".join(ov))
             m = run_fit(out / name, args.config, ov)
-            search_times.append(m["search_seconds"])
-            rows.append({"method": method, "name": name, "setting": setting, **{k: m[k] for k in (
-                "test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "search_seconds",
-                "retrain_seconds")}})
+            # the budget random search gets: what the hw search spent choosing (search + derive)
+            budgets.append(m["search_seconds"] + (m.get("derive_seconds") or 0.0))
+            rows.append({"method": method, "name": name, "setting": setting, "seed": seed,
+                         **{k: m[k] for k in keys}, "search_seconds": m["search_seconds"],
+                         "derive_seconds": m.get("derive_seconds"),
+                         "chosen_by_accuracy_noise_rule": _accuracy_rule(out / name)})
 
     if "random" in methods:
         rs_path = out / "random_search.json"
         if rs_path.is_file():
             rs = json.loads(rs_path.read_text())
         else:
-            budget = args.random_budget or (statistics.median(search_times) if search_times else 300.0)
-            dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
+            budget = args.random_budget or (statistics.median(budgets) if budgets else 300.0)
+            dm = HwnasDataModule(cfg.data, seed, mode="search")
             dm.setup()
             rs = {"budget_seconds": budget, "steps": args.random_steps, "archs": []}
             t0 = time.perf_counter()
-            seed = cfg.seed
             for arch in space.sample_unique(args.random_max, seed=seed + 4242):
                 if time.perf_counter() - t0 > budget:
                     break
@@ -214,17 +201,144 @@ def main(argv=None) -> int:
         for b, a in sorted(best.items()):
             name = f"random{b}"
             m = run_fit(out / name, args.config, base, arch=a["arch"])
-            rows.append({"method": "random", "name": name, "setting": f"bucket {b} of {len(rs['archs'])} sampled",
-                         **{k: m[k] for k in ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params",
-                                              "arch", "retrain_seconds")}, "search_seconds": rs["seconds"]})
+            rows.append({"method": "random", "name": name, "setting": f"bucket {b}", "seed": seed,
+                         **{k: m[k] for k in keys}, "search_seconds": rs["seconds"],
+                         "sampled": len(rs["archs"])})
 
     if "hand" in methods:
         for label, arch in hand_designed(space).items():
             m = run_fit(out / label, args.config, base, arch=arch.to_string())
-            rows.append({"method": "hand", "name": label, "setting": label, **{k: m[k] for k in (
-                "test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "retrain_seconds")},
-                "search_seconds": 0.0})
+            rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m[k] for k in keys},
+                         "search_seconds": 0.0})
+    return rows
 
+
+def _accuracy_rule(run: Path) -> bool | None:
+    """Whether derive's accuracy-noise rule would have chosen another candidate in this run."""
+    try:
+        rule = json.loads((run / "candidates.json").read_text()).get("accuracy_noise_rule")
+    except FileNotFoundError:
+        return None
+    return None if rule is None else bool(rule["differs"])
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, setting): mean and 95 % interval of test accuracy and measured latency over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["setting"]), []).append(r)
+    out = []
+    for (method, setting), rs in groups.items():
+        acc, lo_a, hi_a = mean_interval([r["test_accuracy"] for r in rs])
+        lat, lo_l, hi_l = mean_interval([r["latency_ms"] for r in rs])
+        out.append({"method": method, "setting": setting, "seeds": sorted(r["seed"] for r in rs), "n": len(rs),
+                    "test_accuracy": acc, "test_accuracy_ci": [lo_a, hi_a], "latency_ms": lat,
+                    "latency_ms_ci": [lo_l, hi_l]})
+    return sorted(out, key=lambda g: (g["method"], g["latency_ms"]))
+
+
+def paired_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per hw setting: hw minus FLOPs proxy (same setting index) and hw minus the random pick nearest
+    in measured latency, paired by seed, with the mean difference and its 95 % interval."""
+    by = {(r["method"], r["name"], r["seed"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    out = []
+    for name in sorted({r["name"] for r in rows if r["method"] == "hw"}):
+        idx = name[2:]
+        for other in ("flops", "random"):
+            d_acc, d_lat = [], []
+            for s in seeds:
+                hw = by.get(("hw", name, s))
+                if hw is None:
+                    continue
+                if other == "flops":
+                    o = by.get(("flops", f"flops{idx}", s))
+                else:
+                    cands = [r for r in rows if r["method"] == "random" and r["seed"] == s]
+                    o = min(cands, key=lambda r: abs(r["latency_ms"] - hw["latency_ms"])) if cands else None
+                if o is not None:
+                    d_acc.append(hw["test_accuracy"] - o["test_accuracy"])
+                    d_lat.append(hw["latency_ms"] - o["latency_ms"])
+            if d_acc:
+                a = paired_interval(d_acc, [0.0] * len(d_acc))
+                lt = paired_interval(d_lat, [0.0] * len(d_lat))
+                out.append({"hw": name, "vs": other, "n": len(d_acc), "d_accuracy": a[0], "d_accuracy_ci": [a[1], a[2]],
+                            "d_latency_ms": lt[0], "d_latency_ms_ci": [lt[1], lt[2]]})
+    return out
+
+
+def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = {"hw": "o", "flops": "s", "random": "^", "hand": "D"}
+    for method in sorted({g["method"] for g in groups}):
+        gs = [g for g in groups if g["method"] == method]
+
+        def err(key, ci):
+            return [[g[key] - g[ci][0] if g[ci][0] == g[ci][0] else 0 for g in gs],
+                    [g[ci][1] - g[key] if g[ci][1] == g[ci][1] else 0 for g in gs]]
+
+        ax.errorbar([g["latency_ms"] for g in gs], [g["test_accuracy"] for g in gs],
+                    xerr=err("latency_ms", "latency_ms_ci"), yerr=err("test_accuracy", "test_accuracy_ci"),
+                    fmt=markers.get(method, "x"), capsize=3, label=method)
+    ax.set_xlabel("measured latency (ms), mean and 95 % interval over seeds")
+    ax.set_ylabel("test accuracy after retraining, mean and 95 % interval")
+    ax.set_title("search methods across seeds")
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _ci(v: list[float], d: int = 4) -> str:
+    return "-" if v[0] != v[0] else f"[{v[0]:.{d}f}, {v[1]:.{d}f}]"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config")
+    ap.add_argument("--out", default="runs/study")
+    ap.add_argument("--methods", default="hw,flops,random,hand")
+    ap.add_argument("--hw", action="append", help="objective overrides of one hw search (repeatable); "
+                                                  "default: a latency-weight sweep")
+    ap.add_argument("--flops", action="append", help="objective overrides of one FLOPs-proxy search (repeatable); "
+                                                     "default: the hw settings with a nonzero latency weight")
+    ap.add_argument("--targets", help="latency targets as quantiles of the space on this device, e.g. 0.1,0.3,0.5: "
+                                      "one hw and one FLOPs-proxy search each (replaces the default --hw sweep)")
+    ap.add_argument("--seeds", help="comma-separated seeds: the whole study once per seed (in OUT/seedN), then "
+                                    "means, 95 %% intervals and paired differences")
+    ap.add_argument("--buckets", type=int, default=3, help="latency buckets for random search")
+    ap.add_argument("--random-steps", type=int, default=300, help="short-schedule steps per random architecture")
+    ap.add_argument("--random-max", type=int, default=40, help="cap on random architectures")
+    ap.add_argument("--random-budget", type=float, help="seconds for random search (default: the median hw run's "
+                                                        "search + derive time)")
+    ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (e.g. retrain.epochs=3)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.targets:
+        qs = [float(q) for q in args.targets.split(",")]
+        hw_settings = args.hw or [f"objective.form=mnasnet objective.target_quantile={q}" for q in qs]
+    else:
+        hw_settings = args.hw or DEFAULT_HW
+    flops_settings = args.flops or [h for h in hw_settings if "latency_weight=0.0" not in h]
+    base = list(args.fit_overrides)
+    cfg = load_config(args.config, base)
+    space = SearchSpace.from_config(cfg)
+    settings = MeasureSettings.from_config(cfg.hardware)
+    table, source = obtain_table(cfg, space, settings)  # every run reuses this (cached) table
+    _logger.info("latency table: %s", source)
+    model = LatencyModel(table, space)
+    if args.seeds:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        rows = [r for s in seeds for r in study_seed(args, s, out / f"seed{s}", base, space, cfg, model, hw_settings,
+                                                     flops_settings)]
+        return write_multi(out, rows, table)
+    rows = study_seed(args, None, out, base, space, cfg, model, hw_settings, flops_settings)
     ref_lat = 1.1 * max(r["latency_ms"] for r in rows)
     ref_acc = min(r["test_accuracy"] for r in rows) - 0.01
     hv = {}
@@ -244,6 +358,33 @@ def main(argv=None) -> int:
     lines += [f"- {m}: {v:.4f}" for m, v in sorted(hv.items(), key=lambda kv: -kv[1])]
     atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "study.json", {"rows": rows, "hypervolume": hv, "reference": [ref_lat, ref_acc],
+                                           "table": str(table.path), "device": table.device})
+    print("\n".join(lines))
+    return 0
+
+
+
+
+def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
+    """``study.json``, ``study.md`` and ``study.png`` of a multi-seed study."""
+    groups, paired = aggregate(rows), paired_tables(rows)
+    plot_multi(groups, out / "study.png")
+    lines = ["| method | setting | seeds | test acc (mean) | 95 % interval | latency ms (mean) | 95 % interval |",
+             "|---|---|---|---|---|---|---|"]
+    for g in groups:
+        lines.append(f"| {g['method']} | {g['setting']} | {','.join(map(str, g['seeds']))} | {g['test_accuracy']:.4f} | "
+                     f"{_ci(g['test_accuracy_ci'])} | {g['latency_ms']:.2f} | {_ci(g['latency_ms_ci'], 2)} |")
+    lines += ["", "Paired by seed (hw minus the other; an interval that contains 0 is no difference):", "",
+              "| hw run | vs | seeds | d test acc | 95 % interval | d latency ms | 95 % interval |", "|---|---|---|---|---|---|---|"]
+    for p in paired:
+        lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
+                     f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
+    rule = [r["chosen_by_accuracy_noise_rule"] for r in rows if r.get("chosen_by_accuracy_noise_rule") is not None]
+    if rule:
+        lines += ["", f"derive's accuracy-noise rule would have chosen another candidate in {sum(rule)} of "
+                      f"{len(rule)} searches."]
+    atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "study.json", {"rows": rows, "groups": groups, "paired": paired,
                                            "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0

@@ -57,7 +57,8 @@ def _settings(args, dtype: str | None = None, cuda_graphs: bool = False):
     cuda = args.device.startswith("cuda")
     if args.tiny:
         return MeasureSettings(device=args.device, batch_size=8, dtype=dtype or "float32", channels_last=True,
-                               cuda_graphs=cuda_graphs and cuda, min_run_time=0.02, warmup=1, rounds=2, min_samples=4)
+                               cuda_graphs=cuda_graphs and cuda, min_run_time=0.02, warmup=1, rounds=2, min_samples=4,
+                               processes=1)  # a smoke run: no fresh measurement processes
     return MeasureSettings(device=args.device, batch_size=128, dtype=dtype or "bfloat16", channels_last=True,
                            cuda_graphs=cuda_graphs and cuda, min_run_time=0.1, warmup=5, rounds=3)
 
