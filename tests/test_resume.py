@@ -17,6 +17,7 @@ from .conftest import ROOT, TINY, run_fit
 
 # derive.measure=false: the chosen candidate then depends only on the search, not on timing noise
 DETERMINISTIC = ["derive.measure=false", "search.epochs=3", "search.steps_per_epoch=6", "retrain.steps_per_epoch=4"]
+NO_EXPORTS = ["export.torchscript=false", "export.program=false"]  # runs compared by their arch and alphas only
 
 SLOW_FIT = textwrap.dedent(
     """
@@ -48,7 +49,7 @@ def stages_done(out: Path) -> set[str]:
 
 def test_sigkill_mid_search_then_resume_gives_the_same_arch(tmp_path):
     ref = tmp_path / "ref"
-    run_fit("--config", str(TINY), "--out", str(ref), *DETERMINISTIC)
+    run_fit("--config", str(TINY), "--out", str(ref), *DETERMINISTIC, *NO_EXPORTS)
     out = tmp_path / "killed"
     proc = start_slow_fit(0.15, "--config", str(TINY), "--out", str(out), *DETERMINISTIC)
     ckpt = out / "checkpoints" / "search" / "last.ckpt"
@@ -72,8 +73,8 @@ def test_sigkill_mid_search_then_resume_gives_the_same_arch(tmp_path):
 
 def test_same_seed_gives_byte_identical_arch(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_fit("--config", str(TINY), "--out", str(a), *DETERMINISTIC)
-    run_fit("--config", str(TINY), "--out", str(b), *DETERMINISTIC)
+    run_fit("--config", str(TINY), "--out", str(a), *DETERMINISTIC, *NO_EXPORTS)
+    run_fit("--config", str(TINY), "--out", str(b), *DETERMINISTIC, *NO_EXPORTS)
     assert (a / "arch.json").read_bytes() == (b / "arch.json").read_bytes()
     assert json.loads((a / "alphas.json").read_text())["logits"] == json.loads((b / "alphas.json").read_text())["logits"]
 
