@@ -130,7 +130,7 @@ def _message(err: dict[str, Any]) -> str:
 
 
 def _problems(exc: ValidationError) -> list[str]:
-    merged: dict[str, list[Any]] = {}
+    merged: dict[str, list[tuple[str, str]]] = {}
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
@@ -141,7 +141,8 @@ def _problems(exc: ValidationError) -> list[str]:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             full = f"{parent}.{key}" if parent else key
-            merged.setdefault(full, []).append(f"unknown key{hint}; valid keys of {parent or 'config'}: {', '.join(valid)}")
+            merged.setdefault(full, []).append((f"unknown key{hint}; valid keys of {parent or 'config'}: "
+                                                f"{', '.join(valid)}", ""))
             continue
         path, _, _ = _walk(loc)
         msg = _message(err)
@@ -149,9 +150,6 @@ def _problems(exc: ValidationError) -> list[str]:
         merged.setdefault(path or "config", []).append((msg, got))
     out = []
     for path, items in merged.items():
-        if isinstance(items[0], str):
-            out.append(f"{path}: {items[0]}")
-            continue
         msgs = list(dict.fromkeys(m for m, _ in items))
         rest = [m.removeprefix("must be ").removeprefix("expected ") for m in msgs[1:]]
         out.append(f"{path}: {' or '.join([msgs[0]] + rest)}{items[0][1]}")

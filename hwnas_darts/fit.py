@@ -77,24 +77,30 @@ def prepare_run_dir(cfg: Config, overwrite: bool) -> Path:
     return run_dir
 
 
-def _open_run(args: argparse.Namespace, overrides: list[str], leader: bool):
-    """The config, run directory and state of a new or resumed run (files touched on rank 0 only)."""
+def _config(args: argparse.Namespace, overrides: list[str]) -> Config:
+    """The run's configuration: a resumed run's own ``config.yaml``, else the config and overrides."""
+    if not args.resume:
+        return resolve_config(args, overrides)
+    if overrides or args.config:
+        raise ConfigError("--resume continues a run with its own config.yaml; drop --config and overrides")
+    saved = Path(args.resume) / "config.yaml"
+    if not saved.is_file():
+        raise RunDirError(f"{args.resume} is not a run directory (no config.yaml)")
+    return config_from_dict(read_yaml(saved))
+
+
+def _open_run(args: argparse.Namespace, cfg: Config, leader: bool):
+    """The run directory and state of a new or resumed run (files touched on rank 0 only)."""
     from .runner import RunState
 
     if args.resume:
-        if overrides or args.config:
-            raise ConfigError("--resume continues a run with its own config.yaml; drop --config and overrides")
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise RunDirError(f"{run_dir} is not a run directory (no config.yaml)")
-        cfg = config_from_dict(read_yaml(run_dir / "config.yaml"))
         if not leader:
-            return cfg, run_dir, RunState(run_dir), True
+            return run_dir, RunState(run_dir)
         check_output_dir(run_dir)
         for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes a kill interrupted
             stale.unlink(missing_ok=True)
-        return cfg, run_dir, RunState.load(run_dir), True
-    cfg = resolve_config(args, overrides)
+        return run_dir, RunState.load(run_dir)
     run_dir, state = cfg.run_dir(), RunState(cfg.run_dir())
     if args.arch:
         state.data["fixed_arch"] = args.arch
@@ -102,7 +108,7 @@ def _open_run(args: argparse.Namespace, overrides: list[str], leader: bool):
         prepare_run_dir(cfg, args.overwrite)
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
         state.save()
-    return cfg, run_dir, state, False
+    return run_dir, state
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,16 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .report import print_summary
         from .runner import RunContext, run_stages
 
+        cfg = _config(args, overrides)
         # the ranks join their process group first: then only rank 0 touches the run directory
-        saved = Path(args.resume or ".") / "config.yaml"
-        first = config_from_dict(read_yaml(saved)) if args.resume and saved.is_file() else resolve_config(args, overrides)
-        group = ranks.start(first.trainer)
-        cfg, run_dir, state, resumed = _open_run(args, overrides, group.leader)
+        group = ranks.start(cfg.trainer)
+        run_dir, state = _open_run(args, cfg, group.leader)
         if cfg.trainer.deterministic:
             import torch
 
             torch.use_deterministic_algorithms(True, warn_only=True)
-        ctx = RunContext(cfg, run_dir, state, group, resumed, args.arch or state.data.get("fixed_arch"))
+        ctx = RunContext(cfg, run_dir, state, group, bool(args.resume), args.arch or state.data.get("fixed_arch"))
         metrics = run_stages(ctx)
         if metrics is not None:
             print_summary(read_json(run_dir / "metrics.json"), run_dir)
