@@ -3,12 +3,14 @@
 The user's training data is split at random (seeded) into a weight-training part and an
 architecture-validation part; the official test split is used only for the final evaluation.
 Images are kept as uint8 tensors in memory; batches are converted, augmented (random crop with
-zero padding, horizontal flip where it makes sense) and normalised in one vectorised step.
+zero padding, horizontal flip where it makes sense, optionally random erasing) and normalised in
+one vectorised step.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -35,16 +37,21 @@ class ImageBatchDataset(Dataset):
     ``__getitems__`` receives the whole index list of a batch (PyTorch's batched fetch), so
     conversion and augmentation are vectorised. Augmentation randomness is a function of the
     batch's indices, so a resumed run sees the same crops as an uninterrupted one.
+
+    ``erase``: with this probability per image, a random rectangle (2-33 % of the area, aspect
+    0.3-3.3) is replaced by standard-normal noise after normalisation (random erasing, Zhong et
+    al. 2020); only where ``augment`` is on.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                 augment: bool = False, flip: bool = False, seed: int = 0, size: int | None = None):
+                 augment: bool = False, flip: bool = False, seed: int = 0, size: int | None = None,
+                 erase: float = 0.0):
         if size is not None:
             x = resize_images(x, size)
         self.x, self.y = x, y
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.augment, self.flip, self.seed = augment, flip, seed
+        self.augment, self.flip, self.seed, self.erase = augment, flip, seed, float(erase)
         self.pad = max(1, x.shape[-1] // 8)
 
     def __len__(self) -> int:
@@ -57,14 +64,18 @@ class ImageBatchDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]):
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         x = self.x[idx].float().div_(255.0)
+        g = None
         if self.augment:
-            x = self._augment(x, indices)
+            g = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + hash(tuple(int(i) for i in indices[:16])) + len(indices)) & 0x7FFF_FFFF_FFFF_FFFF)
+            x = self._augment(x, g)
         x = (x - self.mean) / self.std
+        if g is not None and self.erase > 0:
+            x = random_erase(x, self.erase, g)
         return x, self.y[idx]
 
-    def _augment(self, x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, c, h, w = x.shape
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + hash(tuple(int(i) for i in indices[:16])) + len(indices)) & 0x7FFF_FFFF_FFFF_FFFF)
         p = self.pad
         padded = F.pad(x, (p, p, p, p))
         oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
@@ -78,6 +89,24 @@ class ImageBatchDataset(Dataset):
             flip = torch.rand(b, generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
+
+
+def random_erase(x: torch.Tensor, p: float, g: torch.Generator, area=(0.02, 0.33), ratio=(0.3, 3.3)) -> torch.Tensor:
+    """Replace one random rectangle per image (with probability ``p``) by standard-normal noise."""
+    b, c, h, w = x.shape
+    hit = torch.rand(b, generator=g) < p
+    frac = torch.empty(b).uniform_(*area, generator=g) * (h * w)
+    aspect = torch.exp(torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g))
+    eh = (frac * aspect).sqrt().round().clamp(1, h).long()
+    ew = (frac / aspect).sqrt().round().clamp(1, w).long()
+    y0 = (torch.rand(b, generator=g) * (h - eh + 1)).long()
+    x0 = (torch.rand(b, generator=g) * (w - ew + 1)).long()
+    rows = torch.arange(h)[None, :, None]
+    cols = torch.arange(w)[None, None, :]
+    box = ((rows >= y0[:, None, None]) & (rows < (y0 + eh)[:, None, None]) & (cols >= x0[:, None, None])
+           & (cols < (x0 + ew)[:, None, None]) & hit[:, None, None])
+    noise = torch.randn(x.shape, generator=g)
+    return torch.where(box[:, None], noise, x)
 
 
 def collate_batch(batch):
@@ -143,17 +172,18 @@ class HwnasDataModule(pl.LightningDataModule):
     ``mode="search"``: ``train_dataloader`` yields ``{"train": batch, "val": batch}`` pairs
     (weight-training part and architecture-validation part of the user's training data).
     ``mode="retrain"``: ``train_dataloader`` yields batches of the whole training data (or of
-    the weight-training part, with ``retrain.full_train=false``). ``test_dataloader`` is the
+    the weight-training part, with ``retrain.full_train=false``; or of all but ``holdout`` images,
+    which ``holdout_dataloader`` scores after every epoch). ``test_dataloader`` is the
     official test split in both modes.
     """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, mode: str = "search", full_train: bool = True,
-                 image_size: int | None = None):
+                 image_size: int | None = None, holdout: int = 0, erase: float = 0.0):
         super().__init__()
         if mode not in ("search", "retrain"):
             raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
         self.cfg, self.seed, self.mode, self.full_train = cfg, seed, mode, full_train
-        self.image_size = image_size
+        self.image_size, self.holdout, self.erase = image_size, int(holdout), float(erase)
         self.arrays: ImageArrays | None = None
 
     def prepare_data(self) -> None:
@@ -178,6 +208,12 @@ class HwnasDataModule(pl.LightningDataModule):
         if len(self.train_idx) < 1:
             raise DataError(f"the training data ({n} images) is too small to split with val_fraction={self.cfg.val_fraction}")
         self.retrain_idx = perm if self.full_train else perm[n_val:]
+        self.holdout_idx = perm[:0]
+        if self.holdout:
+            if self.holdout >= n:
+                raise DataError(f"retrain.holdout={self.holdout} keeps every one of the {n} training images out of "
+                                "the retraining; use a smaller holdout (a few thousand images are plenty)")
+            self.holdout_idx, self.retrain_idx = perm[: self.holdout], perm[self.holdout:]
 
     @property
     def info(self) -> DatasetInfo:
@@ -190,10 +226,10 @@ class HwnasDataModule(pl.LightningDataModule):
         assert self.arrays is not None, "call setup() first"
         return self.arrays.mean, self.arrays.std
 
-    def _ds(self, x, y, augment: bool) -> ImageBatchDataset:
+    def _ds(self, x, y, augment: bool, erase: float = 0.0) -> ImageBatchDataset:
         a = self.arrays
         return ImageBatchDataset(x, y, a.mean, a.std, augment=augment and self.cfg.augment,
-                                 flip=a.info.flip, seed=self.seed, size=self.image_size)
+                                 flip=a.info.flip, seed=self.seed, size=self.image_size, erase=erase)
 
     def weight_dataset(self, augment: bool = True) -> ImageBatchDataset:
         a = self.arrays
@@ -205,7 +241,11 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def retrain_dataset(self) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(a.train_x[self.retrain_idx], a.train_y[self.retrain_idx], True)
+        return self._ds(a.train_x[self.retrain_idx], a.train_y[self.retrain_idx], True, self.erase)
+
+    def holdout_dataset(self) -> ImageBatchDataset:
+        a = self.arrays
+        return self._ds(a.train_x[self.holdout_idx], a.train_y[self.holdout_idx], False)
 
     def test_dataset(self) -> ImageBatchDataset:
         a = self.arrays
@@ -228,6 +268,9 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def archval_dataloader(self) -> DataLoader:
         return make_loader(self.archval_dataset(), self.cfg.eval_batch_size, False, self.seed)
+
+    def holdout_dataloader(self) -> DataLoader:
+        return make_loader(self.holdout_dataset(), self.cfg.eval_batch_size, False, self.seed)
 
     def test_dataloader(self) -> DataLoader:
         return make_loader(self.test_dataset(), self.cfg.eval_batch_size, False, self.seed)

@@ -80,6 +80,8 @@ def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
     r = cfg.retrain
     retrain_steps = r.steps_per_epoch or len(dm.retrain_idx) // bs
     retrain = retrain_steps * r.epochs * step * 1.1 + len(dm.arrays.test_y) / bs * step / 3
+    if r.time_budget_minutes:  # the epochs are chosen to fit the budget (at most retrain.epochs)
+        retrain = min(retrain, r.time_budget_minutes * 60 + len(dm.arrays.test_y) / bs * step / 3)
     d = cfg.derive
     cands = d.num_samples + 2
     eval_images = min(len(dm.val_idx), (d.eval_batches or 10**9) * cfg.data.eval_batch_size)

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 __all__ = ["plot_alpha_history", "plot_alpha_snapshot", "plot_candidates", "plot_lut_validation", "plot_losses",
-           "plot_layers", "plot_retrain", "pareto_front", "hypervolume"]
+           "plot_layers", "plot_retrain", "plot_time_to_accuracy", "accuracy_curve", "time_to_accuracy",
+           "pareto_front", "hypervolume"]
 
 _logger = logging.getLogger(__name__)
 
@@ -206,5 +207,49 @@ def plot_retrain(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
             ax.plot(ep, vals, marker="o", label=key.split("/")[1])
     ax.set_xlabel("epoch")
     ax.set_title("retraining")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def accuracy_curve(history: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[float, float]]]:
+    """(which accuracy, [(seconds, accuracy), ...]) of a retraining history: the held-out (test-free)
+    validation accuracy where the run scored one, else the training accuracy (augmented batches)."""
+    for key, label in (("retrain/val_acc", "held-out validation"), ("retrain/train_acc", "training (augmented)")):
+        pts = [(float(h["seconds"]), float(h[key])) for h in history if key in h and "seconds" in h]
+        if pts:
+            return label, pts
+    return "", []
+
+
+def time_to_accuracy(history: Sequence[dict[str, Any]], level: float) -> float | None:
+    """Seconds of retraining until the held-out validation accuracy first reaches ``level``
+    (None: never, or no held-out split)."""
+    label, pts = accuracy_curve(history)
+    if label != "held-out validation":
+        return None
+    return next((t for t, a in pts if a >= level), None)
+
+
+def plot_time_to_accuracy(curves: dict[str, Sequence[dict[str, Any]]], path: Path,
+                          levels: Sequence[float] = (0.93,), title: str = "accuracy against retraining time") -> Path | None:
+    """Accuracy against wall-clock minutes of retraining, one line per run (``label -> history``)."""
+    drawn = {k: accuracy_curve(h) for k, h in curves.items()}
+    drawn = {k: v for k, v in drawn.items() if v[1]}
+    if not drawn:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    kinds = set()
+    for name, (kind, pts) in drawn.items():
+        kinds.add(kind)
+        ax.plot([t / 60 for t, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
+    lo = min(a for _, pts in drawn.values() for _, a in pts)
+    for lv in levels:
+        if lv >= lo:
+            ax.axhline(lv, color="grey", lw=0.8, ls="--")
+            ax.annotate(f"{100 * lv:.1f} %", (0, lv), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
+    ax.set_xlabel("retraining wall-clock (minutes)")
+    ax.set_ylabel(" / ".join(sorted(kinds)) + " accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

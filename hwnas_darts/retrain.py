@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,7 @@ class RetrainModule(pl.LightningModule):
         # the test runs on rank 0 alone, over every test image once: nothing to gather from other ranks
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", sync_on_compute=False)
         self.history: list[dict[str, float]] = []
+        self._clock: tuple[float, float] | None = None  # (perf_counter at the fit's start, seconds before it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -90,10 +92,17 @@ class RetrainModule(pl.LightningModule):
         self.test_acc(self(x), y)
         self.log("test/accuracy", self.test_acc, on_step=False, on_epoch=True)
 
+    def on_train_start(self) -> None:
+        # wall-clock of the retraining so far: a resumed fit continues the clock of its checkpoint
+        self._clock = (time.perf_counter(), float(self.history[-1].get("seconds", 0.0)) if self.history else 0.0)
+
     def on_train_epoch_end(self) -> None:
+        # Lightning has run this epoch's validation (the holdout) before this hook
         m = self.trainer.callback_metrics
-        self.history.append({"epoch": int(self.current_epoch),
-                             **{k: float(v) for k, v in m.items() if k.startswith("retrain/")}})
+        entry = {"epoch": int(self.current_epoch), **{k: float(v) for k, v in m.items() if k.startswith("retrain/")}}
+        if self._clock is not None:
+            entry["seconds"] = round(self._clock[1] + time.perf_counter() - self._clock[0], 3)
+        self.history.append(entry)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["retrain_history"] = self.history
@@ -109,7 +118,7 @@ class RetrainModule(pl.LightningModule):
         else:
             opt = torch.optim.AdamW(self.network.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total, pct_start=0.15,
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total, pct_start=c.warmup_fraction,
                                                     anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -141,6 +150,72 @@ def test_accuracy(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule
     return round(float(out[0]["test/accuracy"]) * n) / n  # the exact fraction (the metric is a float32)
 
 
+def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: bool, holdout: int = 0,
+                        eval_batch: int = 500, probe_steps: int = 12) -> dict[str, float]:
+    """Seconds of one retraining epoch of ``network``'s architecture, timed here: ``probe_steps``
+    SGD steps on real batches of ``loader`` (after two untimed ones) on a copy, times ``steps``,
+    plus the holdout's evaluation (forward passes timed on one eval batch)."""
+    import copy
+    import itertools
+
+    net = copy.deepcopy(network).train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+    times = []
+    for i, (x, y) in enumerate(itertools.islice(itertools.cycle(loader), probe_steps + 2)):
+        t0 = time.perf_counter()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    step_s = sorted(times)[len(times) // 2]
+    val_s = 0.0
+    if holdout:
+        net.eval()
+        xb = x[:1].expand(min(eval_batch, holdout), *x.shape[1:]).contiguous()
+        with torch.no_grad():
+            net(xb)
+            t0 = time.perf_counter()
+            net(xb)
+        val_s = (time.perf_counter() - t0) * holdout / len(xb)
+    return {"step_s": step_s, "train_s": step_s * steps, "val_s": val_s, "epoch_s": step_s * steps + val_s}
+
+
+def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> int:
+    """``retrain.epochs``, or with ``retrain.time_budget_minutes`` as many epochs (at most
+    ``retrain.epochs``) as fit in the budget, from a probe of this network on rank 0 (shared with
+    every rank, and kept in state.json so a resumed run keeps its schedule)."""
+    rc = ctx.cfg.retrain
+    if not rc.time_budget_minutes:
+        return rc.epochs
+    plan = None
+    if ctx.leader:  # followers touch no files: rank 0 decides (or reloads its decision) and shares it
+        plan = ctx.state.data.get("retrain_plan")
+        if plan is None or plan.get("arch") != ctx.arch.to_string() or plan.get("budget_minutes") != rc.time_budget_minutes:
+            loader = dm.train_dataloader()
+            steps = rc.steps_per_epoch or -(-len(loader) // max(ctx.ranks.world, 1))
+            with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
+                probe = probe_epoch_seconds(module.network, loader, steps, ctx.cfg.trainer.channels_last, rc.holdout,
+                                            ctx.cfg.data.eval_batch_size)
+            # 10 % for what the probe does not see: logging, checkpoints, the machine's drift
+            fit = int(rc.time_budget_minutes * 60 / (probe["epoch_s"] * 1.10))
+            plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes, "max_epochs": rc.epochs,
+                    "epochs": max(1, min(rc.epochs, fit)), "probe": {k: round(v, 4) for k, v in probe.items()}}
+            _logger.info("retraining time budget %.1f min: one epoch ~%.0f s here, so %d epochs (at most %d)",
+                         rc.time_budget_minutes, probe["epoch_s"], plan["epochs"], rc.epochs)
+            if fit < 1:
+                _logger.warning("one epoch (~%.0f s) does not fit in retrain.time_budget_minutes=%g; training 1 epoch",
+                                probe["epoch_s"], rc.time_budget_minutes)
+            ctx.state.data["retrain_plan"] = plan
+            ctx.state.save()
+    plan = ctx.ranks.share("retrain-plan", plan)
+    return int(plan["epochs"])
+
+
 def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     """Train ``ctx.arch`` from scratch on every rank (``pending``); rank 0 tests it and writes
     ``model_state.pt``. A finished stage is reloaded from that file."""
@@ -153,28 +228,33 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     if not pending:
         module = RetrainModule(ctx.space, ctx.arch, ctx.cfg.retrain)
         module.network.load_state_dict(torch.load(ctx.path("model_state.pt"), map_location="cpu", weights_only=True))
-        dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", image_size=image_size)
+        dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", image_size=image_size,
+                             holdout=ctx.cfg.retrain.holdout)
         dm.setup()
         return Retrained(module.network.eval(), dm, ctx.state.get("retrain", "test_accuracy"),
                          ctx.state.get("retrain", "history", []))
-    full = ctx.cfg.retrain.full_train
-    dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", full_train=full, image_size=image_size)
-    module = RetrainModule(ctx.space, ctx.arch, ctx.cfg.retrain, ctx.cfg.trainer.channels_last)
-    trainer = ctx.trainer("retrain", ctx.cfg.retrain.epochs, ctx.cfg.retrain.steps_per_epoch,
-                          limit_val_batches=0 if full else None)
+    rc = ctx.cfg.retrain
+    full = rc.full_train
+    dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", full_train=full, image_size=image_size,
+                         holdout=rc.holdout, erase=rc.random_erasing)
+    module = RetrainModule(ctx.space, ctx.arch, rc, ctx.cfg.trainer.channels_last)
+    scored = rc.holdout > 0 or not full
     dm.setup()
+    epochs = plan_epochs(ctx, module, dm)
+    trainer = ctx.trainer("retrain", epochs, rc.steps_per_epoch, limit_val_batches=None if scored else 0)
+    val = (dm.holdout_dataloader() if rc.holdout else dm.archval_dataloader()) if scored else None
     with warnings.catch_warnings():
-        # full_train: every training image is trained on, so there is no validation split to score
+        # full_train without a holdout: every training image is trained on, there is no split to score
         warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`.*")
-        trainer.fit(module, train_dataloaders=dm.train_dataloader(),
-                    val_dataloaders=None if full else dm.archval_dataloader(), ckpt_path=ctx.last_ckpt("retrain"))
+        trainer.fit(module, train_dataloaders=dm.train_dataloader(), val_dataloaders=val,
+                    ckpt_path=ctx.last_ckpt("retrain"))
     if not ctx.leader:
         return Retrained(module.network, dm)
     acc = test_accuracy(ctx, module, dm)
     net = module.network.cpu().float().eval()
     with atomic_path(ctx.path("model_state.pt")) as tmp:
         torch.save(net.state_dict(), tmp)
-    ctx.state.mark("retrain", fit_seconds(trainer), test_accuracy=acc, epochs=ctx.cfg.retrain.epochs,
+    ctx.state.mark("retrain", fit_seconds(trainer), test_accuracy=acc, epochs=epochs,
                    history=module.history)
     _logger.info("test accuracy of the retrained network: %.4f", acc)
     return Retrained(net, dm, acc, module.history)

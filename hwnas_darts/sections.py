@@ -216,6 +216,17 @@ class RetrainConfig(Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
     full_train: bool = True
+    holdout: int = Field(0, ge=0, le=10**7)
+    time_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
+    random_erasing: float = Field(0.0, ge=0, le=1)
+    warmup_fraction: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_validation_split(self):
+        if self.holdout and not self.full_train:
+            raise ValueError("retrain.holdout needs retrain.full_train=true (with full_train=false the "
+                             "architecture-validation split already scores every epoch); set one of them")
+        return self
 
 
 class ScaleConfig(Section):

@@ -116,3 +116,11 @@ def test_latency_target_number_or_auto():
         load_config(TINY, ["objective.latency_target=fast"])
     with pytest.raises(ConfigError, match="objective.latency_target"):
         load_config(TINY, ["objective.latency_target=-1"])
+
+
+def test_holdout_needs_full_train():
+    from hwnas_darts.errors import ConfigError
+
+    assert load_config(None, ["retrain.holdout=100"]).retrain.holdout == 100
+    with pytest.raises(ConfigError, match="retrain.holdout needs retrain.full_train=true"):
+        load_config(None, ["retrain.holdout=100", "retrain.full_train=false"])

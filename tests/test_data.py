@@ -163,3 +163,38 @@ def test_augmentation_is_a_function_of_the_batch():
     plain = ImageBatchDataset(x, y, [0.5], [0.25])
     xx, yy = plain.__getitems__([4])
     assert torch.allclose(xx, (x[4:5].float() / 255 - 0.5) / 0.25) and yy.tolist() == [4]
+
+
+def test_random_erasing_replaces_one_bounded_rectangle_per_hit_image():
+    from hwnas_darts.data import random_erase
+
+    x = torch.full((400, 1, 20, 20), 7.0)  # 7 never comes out of the noise at these counts
+    out = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    changed = (out != 7.0).flatten(1)
+    hit = changed.any(1)
+    assert 0.4 < hit.float().mean() < 0.6  # p = 0.5
+    area = changed[hit].sum(1).float() / 400
+    assert area.min() >= 1 / 400 and area.max() <= 0.40  # 2-33 % of the area (rounding of the sides)
+    for img in (out[hit][:20] != 7.0)[:, 0]:  # a rectangle: the changed rows x changed cols, filled
+        rows, cols = img.any(1).nonzero().flatten(), img.any(0).nonzero().flatten()
+        assert img[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        assert img.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    same = random_erase(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(out, same)
+    assert torch.equal(random_erase(x, 0.0, torch.Generator().manual_seed(0)), x)
+    # only the augmented (training) datasets erase
+    u8 = torch.randint(0, 255, (8, 1, 8, 8), dtype=torch.uint8)
+    ds = ImageBatchDataset(u8, torch.arange(8), [0.5], [0.25], augment=False, erase=1.0)
+    xx, _ = ds.__getitems__(list(range(8)))
+    assert torch.allclose(xx, (u8.float() / 255 - 0.5) / 0.25)
+
+
+def test_retrain_holdout_is_kept_out_of_the_retraining():
+    cfg = DataConfig(dataset="synthetic", synthetic=SyntheticConfig(num_train=200, num_test=20))
+    dm = HwnasDataModule(cfg, seed=0, mode="retrain", holdout=30)
+    dm.setup()
+    held, trained = set(dm.holdout_idx.tolist()), set(dm.retrain_idx.tolist())
+    assert len(held) == 30 and len(trained) == 170 and not held & trained
+    assert len(dm.holdout_dataloader().dataset) == 30 and not dm.holdout_dataloader().dataset.augment
+    with pytest.raises(DataError, match="retrain.holdout=200 keeps every one"):
+        HwnasDataModule(cfg, seed=0, mode="retrain", holdout=200).setup()

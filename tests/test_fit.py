@@ -170,3 +170,28 @@ def test_stage_estimate_follows_the_step_counts(tiny_cfg, monkeypatch):
     assert estimate(epochs=2, warmup_epochs=0, steps_per_epoch=10)["search"] == pytest.approx(2 * base["search"])
     assert estimate(epochs=2, warmup_epochs=2, steps_per_epoch=10, relaxation="softmax")["search"] > base["search"]
     assert "total" in est.format_estimate(base)
+
+
+def test_quality_config_runs_its_first_steps_at_tiny_shapes(tmp_path):
+    """configs/fashion_mnist_best.yaml end to end on synthetic 16x16 images with a few steps per stage:
+    its space builds, its table is measured, and the retraining scores the holdout after every epoch."""
+    out = tmp_path / "best"
+    tiny_hw = ["hardware.batch_size=8", "hardware.min_run_time=0.02", "hardware.rounds=2", "hardware.processes=1",
+               "hardware.warmup=2", "hardware.calibration_archs=6", "hardware.validation_archs=4",
+               "hardware.check_archs=4", "hardware.probe=false"]
+    run_fit("--config", str(ROOT / "configs" / "fashion_mnist_best.yaml"), "--out", str(out), "data.dataset=synthetic",
+            "data.search_subset=null", "data.batch_size=32", *tiny_hw, "search.epochs=2", "search.warmup_epochs=1",
+            "search.steps_per_epoch=3", "derive.num_samples=2", "retrain.epochs=2", "retrain.steps_per_epoch=3",
+            "retrain.holdout=64", "retrain.random_erasing=0.5", "retrain.time_budget_minutes=10", "logger.kind=none",
+            "trainer.progress=false", "export.program=false")
+    m = json.loads((out / "metrics.json").read_text())
+    state = json.loads((out / "state.json").read_text())
+    hist = state["stages"]["retrain"]["history"]
+    plan = state["retrain_plan"]  # two 3-step epochs fit in 10 minutes many times over: capped at retrain.epochs
+    assert plan["epochs"] == 2 and plan["max_epochs"] == 2 and plan["probe"]["step_s"] > 0 and plan["probe"]["val_s"] > 0
+    assert [h["epoch"] for h in hist] == [0, 1] and state["stages"]["retrain"]["epochs"] == 2
+    assert all(0 <= h["retrain/val_acc"] <= 1 and h["seconds"] > 0 for h in hist)
+    assert hist[1]["seconds"] > hist[0]["seconds"]
+    assert m["holdout_accuracy"] == hist[-1]["retrain/val_acc"] and set(m["time_to_accuracy_s"]) == {"0.9", "0.93", "0.939"}
+    assert (out / "plots" / "time_to_accuracy.png").is_file()
+    assert "### Time to accuracy" in (out / "report.md").read_text()

@@ -140,3 +140,39 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     flops = next(p for p in study["paired"] if p["vs"] == "flops")
     assert flops["n"] == 2 and abs(flops["d_accuracy"] - 0.015) < 1e-12 and abs(flops["d_latency_ms"] + 1.0) < 1e-12
     assert (tmp_path / "study.png").is_file() and "Paired by seed" in (tmp_path / "study.md").read_text()
+
+
+def test_time_to_accuracy_curves_and_table(tmp_path, capsys):
+    from hwnas_darts.plots import accuracy_curve, time_to_accuracy
+
+    held = [{"epoch": i, "seconds": 60.0 * (i + 1), "retrain/train_acc": 0.8 + 0.01 * i, "retrain/val_acc": v}
+            for i, v in enumerate([0.90, 0.925, 0.931, 0.929, 0.94])]
+    assert accuracy_curve(held)[0] == "held-out validation"
+    assert time_to_accuracy(held, 0.93) == 180.0 and time_to_accuracy(held, 0.939) == 300.0
+    assert time_to_accuracy(held, 0.95) is None
+    train_only = [{k: v for k, v in h.items() if k != "retrain/val_acc"} for h in held]
+    assert accuracy_curve(train_only)[0].startswith("training")
+    assert time_to_accuracy(train_only, 0.5) is None  # training accuracy is not a time-to-accuracy claim
+    for name, hist in (("a", held), ("b", train_only)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "state.json").write_text(json.dumps({"stages": {"retrain": {"history": hist, "seconds": 300.0, "epochs": 5}}}))
+        (run / "metrics.json").write_text(json.dumps({"arch": "conv_k3_relu", "test_accuracy": 0.94, "latency_ms": 3.0}))
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import time_to_accuracy as tool
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "t.png"
+    assert tool.main([f"found={tmp_path / 'a'}", str(tmp_path / "b"), "--out", str(out), "--levels", "0.93,0.95"]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and out.stat().st_size > 1000
+    lines = [l for l in text.splitlines() if l.startswith("| found") or l.startswith("| b ")]
+    assert "| 0.9400 |" in lines[0] and lines[0].rstrip().endswith("| 3.0 | not reached |")
+    assert lines[1].rstrip().endswith("| not reached | not reached |")
+    empty = tmp_path / "c"
+    empty.mkdir()
+    import pytest
+
+    with pytest.raises(SystemExit, match="no state.json"):
+        tool.main([str(empty)])

@@ -109,8 +109,9 @@ def short_train_accuracy(space: SearchSpace, arch: Arch, dm: HwnasDataModule, st
     return correct / total
 
 
-def hand_designed(space: SearchSpace) -> dict[str, Arch]:
-    """MobileNetV2-like (MBConv e6/e4, k3) and all-fused (fused MBConv e4/e2) in the space's vocabulary."""
+def hand_designed(space: SearchSpace, plain: bool = False) -> dict[str, Arch]:
+    """MobileNetV2-like (MBConv e6/e4, k3) and all-fused (fused MBConv e4/e2) in the space's vocabulary;
+    ``plain``: also the plain conv-BN network (see :func:`plain_cnn`)."""
 
     def pick(layer, prefs):
         for p in prefs:
@@ -121,8 +122,29 @@ def hand_designed(space: SearchSpace) -> dict[str, Arch]:
 
     mbv2 = [pick(l, ["mb_k3_e6", "mb_k3_e4", "mb_k3_e3", "mb_"]) for l in space.layers]
     fused = [pick(l, ["fmb_k3_e4", "fmb_k3_e2", "fmb_"]) for l in space.layers]
-    return {"mobilenetv2-like": Arch(tuple(mbv2), space_id=space.space_id),
-            "all-fused": Arch(tuple(fused), space_id=space.space_id)}
+    out = {"mobilenetv2-like": Arch(tuple(mbv2), space_id=space.space_id),
+           "all-fused": Arch(tuple(fused), space_id=space.space_id)}
+    if plain:
+        out["plain-cnn"] = plain_cnn(space)
+    return out
+
+
+def plain_cnn(space: SearchSpace) -> Arch:
+    """The Fashion-MNIST benchmark table's conv-BN-pool network in the space's vocabulary: a 3x3
+    conv-BN-ReLU wherever the shape changes (a strided conv in place of conv + pooling), skip elsewhere,
+    so the network is the stem's conv, one conv per downsampling and the head."""
+    ops = []
+    for layer in space.layers:
+        if "skip" in layer.candidates:
+            ops.append("skip")
+            continue
+        conv = [op for op in layer.candidates if op.startswith("conv_k3_relu")] or \
+            [op for op in layer.candidates if op.startswith("conv_")]
+        if not conv:
+            raise SystemExit(f"layer {layer.name} offers no plain conv ({', '.join(layer.candidates)}); "
+                             "the plain-CNN reference needs conv_k3 where the shape changes")
+        ops.append(conv[0])
+    return Arch(tuple(ops), space_id=space.space_id)
 
 
 def plot(points: dict[str, list[tuple[float, float, str]]], path: Path) -> None:

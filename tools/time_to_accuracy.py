@@ -1,0 +1,73 @@
+"""Accuracy against retraining wall-clock for several finished runs, on one plot and in one table.
+
+Each run is a ``fit`` run directory (``state.json`` holds the retraining's per-epoch history with
+its wall-clock seconds; ``metrics.json`` the test accuracy and the measured latency). Runs trained
+with ``retrain.holdout`` show their held-out (test-free) validation accuracy; others their
+training accuracy, labelled as such. A label can be given as ``LABEL=RUN_DIR``.
+
+    python tools/time_to_accuracy.py searched=runs/best mbv2=runs/best_mbv2 fused=runs/best_fused \\
+        --out docs/img/time_to_accuracy.png --levels 0.92,0.93,0.939
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hwnas_darts.plots import accuracy_curve, plot_time_to_accuracy, time_to_accuracy  # noqa: E402
+
+
+def load_run(spec: str) -> tuple[str, dict, dict]:
+    label, _, path = spec.rpartition("=")
+    run = Path(path)
+    state_path = run / "state.json"
+    if not state_path.is_file():
+        raise SystemExit(f"{run}: no state.json - give the directory of a fit run (its `out`)")
+    state = json.loads(state_path.read_text())
+    retrain = state.get("stages", {}).get("retrain") or {}
+    if not retrain.get("history"):
+        raise SystemExit(f"{run}: the retraining has not finished (no history in state.json)")
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    return label or run.name, retrain, metrics
+
+
+def table(runs: list[tuple[str, dict, dict]], levels: list[float]) -> str:
+    head = ["run", "arch", "epochs", "retrain min", "held-out acc", "test acc", "latency ms"] + \
+        [f"min to {100 * lv:.1f} %" for lv in levels]
+    rows = []
+    for label, retrain, m in runs:
+        kind, pts = accuracy_curve(retrain["history"])
+        held = pts[-1][1] if kind == "held-out validation" else None
+        reach = [time_to_accuracy(retrain["history"], lv) for lv in levels]
+        rows.append([label, f"`{m.get('arch', '?')}`", retrain.get("epochs"), f"{retrain.get('seconds', 0) / 60:.1f}",
+                     f"{held:.4f}" if held is not None else "-", m.get("test_accuracy", "-"),
+                     f"{m['latency_ms']:.2f}" if m.get("latency_ms") else "-"]
+                    + [f"{t / 60:.1f}" if t is not None else "not reached" for t in reach])
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="+", help="RUN_DIR or LABEL=RUN_DIR")
+    p.add_argument("--out", default="time_to_accuracy.png", help="the plot (PNG)")
+    p.add_argument("--levels", default="0.92,0.93,0.939", help="accuracies to report the time to (comma-separated)")
+    a = p.parse_args(argv)
+    try:
+        levels = [float(v) for v in a.levels.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--levels must be comma-separated numbers such as 0.92,0.93, got {a.levels!r}")
+    runs = [load_run(s) for s in a.runs]
+    path = plot_time_to_accuracy({label: r["history"] for label, r, _ in runs}, Path(a.out), levels=levels)
+    print(table(runs, levels))
+    print(f"\nplot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
