@@ -89,6 +89,8 @@ def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
     derive = cands * (d.bn_batches * 256 + eval_images + d.finetune_steps * bs * 3) * fwd_per_image
     if d.measure:
         derive += _network_measurement_s(ctx, cands)
+    if ctx.fixed_arch:  # --arch: the given network is only measured
+        derive = _network_measurement_s(ctx, 1)
     hw = cfg.hardware
     if table_stored:
         lut = _network_measurement_s(ctx, hw.check_archs) if hw.check_archs >= 3 else 1.0

@@ -150,11 +150,17 @@ def test_accuracy(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule
     return round(float(out[0]["test/accuracy"]) * n) / n  # the exact fraction (the metric is a float32)
 
 
+#: seconds per training step that a bare SGD step does not show (Lightning's loop, logging, metrics):
+#: 0.011-0.013 s on the 2-core CPU of docs/BENCHMARKS.md section 8, for networks of 0.06-0.19 s per step
+STEP_OVERHEAD_S = 0.012
+
+
 def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: bool, holdout: int = 0,
                         eval_batch: int = 500, probe_steps: int = 12) -> dict[str, float]:
     """Seconds of one retraining epoch of ``network``'s architecture, timed here: ``probe_steps``
-    SGD steps on real batches of ``loader`` (after two untimed ones) on a copy, times ``steps``,
-    plus the holdout's evaluation (forward passes timed on one eval batch)."""
+    SGD steps on real batches of ``loader`` (after two untimed ones) on a copy, plus
+    :data:`STEP_OVERHEAD_S`, times ``steps``, plus the holdout's evaluation (forward passes timed
+    on one eval batch)."""
     import copy
     import itertools
 
@@ -182,7 +188,8 @@ def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: b
             t0 = time.perf_counter()
             net(xb)
         val_s = (time.perf_counter() - t0) * holdout / len(xb)
-    return {"step_s": step_s, "train_s": step_s * steps, "val_s": val_s, "epoch_s": step_s * steps + val_s}
+    train_s = (step_s + STEP_OVERHEAD_S) * steps
+    return {"step_s": step_s, "train_s": train_s, "val_s": val_s, "epoch_s": train_s + val_s}
 
 
 def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> int:
@@ -201,8 +208,8 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
             with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
                 probe = probe_epoch_seconds(module.network, loader, steps, ctx.cfg.trainer.channels_last, rc.holdout,
                                             ctx.cfg.data.eval_batch_size)
-            # 10 % for what the probe does not see: logging, checkpoints, the machine's drift
-            fit = int(rc.time_budget_minutes * 60 / (probe["epoch_s"] * 1.10))
+            # 8 % for the machine's drift and the checkpoints
+            fit = int(rc.time_budget_minutes * 60 / (probe["epoch_s"] * 1.08))
             plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes, "max_epochs": rc.epochs,
                     "epochs": max(1, min(rc.epochs, fit)), "probe": {k: round(v, 4) for k, v in probe.items()}}
             _logger.info("retraining time budget %.1f min: one epoch ~%.0f s here, so %d epochs (at most %d)",

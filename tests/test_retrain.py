@@ -19,7 +19,7 @@ def _ctx(tmp_path, overrides):
 
 
 @pytest.mark.parametrize("epoch_s, budget, max_epochs, expected", [
-    (60.0, 5, 30, 4),      # 300 s / (60 s x 1.1) = 4.5 -> 4
+    (60.0, 5, 30, 4),      # 300 s / (60 s x 1.08) = 4.6 -> 4
     (60.0, 500, 30, 30),   # capped at retrain.epochs
     (600.0, 1, 30, 1),     # not even one epoch fits: one epoch, with a warning
 ])
