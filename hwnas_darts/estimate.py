@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from .runner import RunContext
 
-__all__ = ["estimate_stages", "probe_step_seconds", "format_estimate"]
+__all__ = ["estimate_stages", "probe_step_seconds", "sgd_step_seconds", "format_estimate"]
 
 _logger = logging.getLogger("hwnas_darts.fit")
 
@@ -29,27 +29,39 @@ PROCESS_START_S = 4.0
 EXPORT_S = 8.0
 
 
+def sgd_step_seconds(net: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     channels_last: bool = False, untimed: int = 1, momentum: float = 0.0) -> float:
+    """Median seconds of one forward + backward + SGD step of ``net`` (trained in place) over
+    ``batches``, the first ``untimed`` of them not timed."""
+    net.train()
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=momentum)
+    times = []
+    for i, (x, y) in enumerate(batches):
+        t0 = time.perf_counter()
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        if i >= untimed:
+            times.append(time.perf_counter() - t0)
+    if not times:
+        raise ValueError(f"no timed step: give more than untimed={untimed} batches")
+    return sorted(times)[len(times) // 2]
+
+
 def probe_step_seconds(ctx: "RunContext", steps: int = 3) -> float:
     """Median seconds of one forward + backward + SGD step of a sampled network of the space at
     ``data.batch_size`` (after one untimed step)."""
     from .network import build_network
 
     space, cfg = ctx.space, ctx.cfg
-    net = build_network(space, space.sample(seed=cfg.seed)).train()
+    net = build_network(space, space.sample(seed=cfg.seed))
     x = torch.randn(cfg.data.batch_size, *space.input_shape)
     y = torch.randint(0, space.num_classes, (cfg.data.batch_size,))
-    if cfg.trainer.channels_last:
-        net, x = net.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return sgd_step_seconds(net, [(x, y)] * (steps + 1), cfg.trainer.channels_last, untimed=1)
 
 
 def _network_measurement_s(ctx: "RunContext", n: int) -> float:

@@ -164,21 +164,12 @@ def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: b
     import copy
     import itertools
 
-    net = copy.deepcopy(network).train()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
-    times = []
-    for i, (x, y) in enumerate(itertools.islice(itertools.cycle(loader), probe_steps + 2)):
-        t0 = time.perf_counter()
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    step_s = sorted(times)[len(times) // 2]
+    from .estimate import sgd_step_seconds
+
+    net = copy.deepcopy(network)
+    step_s = sgd_step_seconds(net, itertools.islice(itertools.cycle(loader), probe_steps + 2), channels_last,
+                              untimed=2, momentum=0.9)
+    x, _ = next(iter(loader))
     val_s = 0.0
     if holdout:
         net.eval()
