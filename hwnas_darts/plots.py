@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 __all__ = ["plot_alpha_history", "plot_alpha_snapshot", "plot_candidates", "plot_lut_validation", "plot_losses",
-           "plot_layers", "plot_retrain", "plot_time_to_accuracy", "accuracy_curve", "time_to_accuracy",
+           "plot_layers", "plot_retrain", "plot_time_to_accuracy", "accuracy_curve", "time_to_accuracy", "HELD_OUT",
            "pareto_front", "hypervolume"]
 
 _logger = logging.getLogger(__name__)
@@ -211,10 +211,14 @@ def plot_retrain(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+#: the label :func:`accuracy_curve` gives a curve of held-out (test-free) validation accuracy
+HELD_OUT = "held-out validation"
+
+
 def accuracy_curve(history: Sequence[dict[str, Any]]) -> tuple[str, list[tuple[float, float]]]:
     """(which accuracy, [(seconds, accuracy), ...]) of a retraining history: the held-out (test-free)
     validation accuracy where the run scored one, else the training accuracy (augmented batches)."""
-    for key, label in (("retrain/val_acc", "held-out validation"), ("retrain/train_acc", "training (augmented)")):
+    for key, label in (("retrain/val_acc", HELD_OUT), ("retrain/train_acc", "training (augmented)")):
         pts = [(float(h["seconds"]), float(h[key])) for h in history if key in h and "seconds" in h]
         if pts:
             return label, pts
@@ -225,7 +229,7 @@ def time_to_accuracy(history: Sequence[dict[str, Any]], level: float) -> float |
     """Seconds of retraining until the held-out validation accuracy first reaches ``level``
     (None: never, or no held-out split)."""
     label, pts = accuracy_curve(history)
-    if label != "held-out validation":
+    if label != HELD_OUT:
         return None
     return next((t for t, a in pts if a >= level), None)
 

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from .io import atomic_write_json, atomic_write_text
 from .plots import (accuracy_curve, plot_alpha_history, plot_candidates, plot_layers, plot_losses, plot_lut_validation,
-                    plot_retrain, plot_time_to_accuracy, time_to_accuracy)
+                    plot_retrain, plot_time_to_accuracy, time_to_accuracy, HELD_OUT)
+
+#: accuracies whose time of first reach the report and metrics.json state
+ACCURACY_LEVELS = (0.9, 0.93, 0.939)
 
 if TYPE_CHECKING:
     from .runner import RunContext
@@ -63,7 +66,7 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     made["layers"] = plot_layers(prof.get("layers") or [], plots / "layers.png")
     made["retrain"] = plot_retrain(ctx.get("retrain_history") or [], plots / "retrain.png")
     made["time_to_accuracy"] = plot_time_to_accuracy({"this run": ctx.get("retrain_history") or []},
-                                                     plots / "time_to_accuracy.png", levels=(0.9, 0.93, 0.939))
+                                                     plots / "time_to_accuracy.png", levels=ACCURACY_LEVELS)
 
     def img(key: str, alt: str) -> str:
         p = made.get(key)
@@ -157,11 +160,11 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     kind, pts = accuracy_curve(hist)
     if pts:
         reach = [f"{100 * lv:.1f} % after {_fmt(t / 60, 3)} min" if t is not None else f"{100 * lv:.1f} % not reached"
-                 for lv in (0.9, 0.93, 0.939) for t in [time_to_accuracy(hist, lv)]]
+                 for lv in ACCURACY_LEVELS for t in [time_to_accuracy(hist, lv)]]
         lines += ["### Time to accuracy", "",
                   f"{kind.capitalize()} accuracy after each epoch against the retraining's wall-clock time"
                   + (f" (final {_fmt(pts[-1][1])} after {_fmt(pts[-1][0] / 60, 3)} min; " + "; ".join(reach) + ")."
-                     if kind == "held-out validation" else
+                     if kind == HELD_OUT else
                      " (no held-out split: set `retrain.holdout` to score every epoch on images kept out of training)."),
                   "", img("time_to_accuracy", "accuracy against retraining time")]
     exports = ctx.get("exports") or []
@@ -201,10 +204,11 @@ def collect_metrics(ctx: "RunContext") -> dict[str, Any]:
              arch=ctx.arch.to_string(), arch_searched=ctx.derived.chosen.to_string(), space_id=ctx.space.space_id,
              seed=ctx.cfg.seed, targets=targets.to_dict(), lut_seconds=st.get("lut", "seconds"),
              derive_seconds=st.get("derive", "seconds"))
-    kind, curve = accuracy_curve(st.get("retrain", "history") or [])
-    if kind == "held-out validation":
+    history = st.get("retrain", "history") or []
+    kind, curve = accuracy_curve(history)
+    if kind == HELD_OUT:
         m["holdout_accuracy"] = curve[-1][1]
-        m["time_to_accuracy_s"] = {f"{lv:g}": time_to_accuracy(st.get("retrain", "history"), lv) for lv in (0.9, 0.93, 0.939)}
+        m["time_to_accuracy_s"] = {f"{lv:g}": time_to_accuracy(history, lv) for lv in ACCURACY_LEVELS}
     val = ctx.table.validation or {}
     if val.get("learned"):
         m["latency_model"] = {"spearman": val["learned"]["spearman"], "mape_pct": val["learned"]["mape_pct"],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hwnas_darts.plots import accuracy_curve, plot_time_to_accuracy, time_to_accuracy  # noqa: E402
+from hwnas_darts.plots import HELD_OUT, accuracy_curve, plot_time_to_accuracy, time_to_accuracy  # noqa: E402
 
 
 def load_run(spec: str) -> tuple[str, dict, dict]:
@@ -41,7 +41,7 @@ def table(runs: list[tuple[str, dict, dict]], levels: list[float]) -> str:
     rows = []
     for label, retrain, m in runs:
         kind, pts = accuracy_curve(retrain["history"])
-        held = pts[-1][1] if kind == "held-out validation" else None
+        held = pts[-1][1] if kind == HELD_OUT else None
         reach = [time_to_accuracy(retrain["history"], lv) for lv in levels]
         rows.append([label, f"`{m.get('arch', '?')}`", retrain.get("epochs"), f"{retrain.get('seconds', 0) / 60:.1f}",
                      f"{held:.4f}" if held is not None else "-", m.get("test_accuracy", "-"),
