@@ -126,8 +126,9 @@ def hypervolume(points: Sequence[tuple[float, float]], ref_latency: float, ref_a
 
 
 def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float | None = None,
-                    xlabel: str = "measured latency (ms)") -> Path | None:
-    """Validation accuracy vs measured latency of the candidates; Pareto front; the chosen one."""
+                    xlabel: str = "measured latency (ms)", references: dict[str, float] | None = None) -> Path | None:
+    """Validation accuracy vs measured latency of the candidates; Pareto front; the chosen one; the latency
+    target and ``references`` (label -> measured latency of a hand-designed network) as vertical lines."""
     pts = [(c["latency_ms"], c["val_accuracy"]) for c in cands
            if c.get("latency_ms") is not None and c.get("val_accuracy") is not None]
     if not pts:
@@ -142,6 +143,10 @@ def plot_candidates(cands: Sequence[dict[str, Any]], path: Path, target: float |
                        linewidths=2, label="chosen")
     if target:
         ax.axvline(target, color="tab:orange", linestyle=":", label="latency target")
+    styles = [("tab:green", "-."), ("tab:purple", "--"), ("tab:brown", (0, (1, 1))), ("tab:olive", (0, (5, 1, 1, 1)))]
+    for i, (label, ms) in enumerate((references or {}).items()):
+        color, ls = styles[i % len(styles)]
+        ax.axvline(ms, color=color, linestyle=ls, label=f"{label} (measured {ms:.3g} ms)")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy (supernet weights)")
     ax.set_title("candidates")

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +18,15 @@ from .plots import (accuracy_curve, plot_alpha_history, plot_candidates, plot_la
 #: accuracies whose time of first reach the report and metrics.json state
 ACCURACY_LEVELS = (0.9, 0.93, 0.939)
 
+#: hand-designed networks measured beside the run's own (``tools/side_by_side.py --run RUN`` writes it); the
+#: report and metrics.json include them when the run directory has this file
+REFERENCES_FILE = "references.json"
+
 if TYPE_CHECKING:
     from .runner import RunContext
 
-__all__ = ["write_report", "collect_metrics", "report_stage", "flops_claim", "print_summary", "CONTRACT_KEYS"]
+__all__ = ["write_report", "collect_metrics", "report_stage", "flops_claim", "print_summary", "load_references",
+           "CONTRACT_KEYS", "REFERENCES_FILE"]
 
 #: keys every metrics.json holds (the public contract)
 CONTRACT_KEYS = ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "flops", "params", "bytes",
@@ -48,6 +55,45 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
+def load_references(run_dir: Path, arch: str, batch_size: int | None = None) -> dict[str, Any] | None:
+    """The hand-designed networks measured beside this run's network (:data:`REFERENCES_FILE`), or None.
+
+    Returns ``{"batch_size", "device", "repeats", "run_ms": [...], "networks": {label: {"arch", "ms": [...],
+    "mean_ms", "ratio": [...]}}}`` with one entry per repetition (``ratio`` = this run's network / the reference,
+    within the same repetition). A file measured for another network or batch size is ignored with a warning: its
+    numbers do not describe this run.
+    """
+    path = Path(run_dir) / REFERENCES_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        archs, reps = data["archs"], data["repeats"]
+        if archs.get("run") != arch:
+            _logger.warning("%s measured another network (%s), not this run's %s: ignored; re-run tools/side_by_side.py "
+                            "--run %s", path, archs.get("run"), arch, run_dir)
+            return None
+        if batch_size is not None and data.get("batch_size") != batch_size:
+            _logger.warning("%s was measured at batch %s, this run's latency at batch %s: ignored", path,
+                            data.get("batch_size"), batch_size)
+            return None
+        run_ms = [float(r["median_ms"]["run"]) for r in reps]
+        nets = {}
+        for label, text in archs.items():
+            if label == "run":
+                continue
+            ms = [float(r["median_ms"][label]) for r in reps]
+            nets[label] = {"arch": text, "ms": ms, "mean_ms": statistics.fmean(ms),
+                           "ratio": [a / b for a, b in zip(run_ms, ms)]}
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError, statistics.StatisticsError) as e:
+        _logger.warning("%s is unreadable (%s): ignored; re-run tools/side_by_side.py --run %s", path, e, run_dir)
+        return None
+    if not run_ms or not nets:
+        return None
+    return {"batch_size": data.get("batch_size"), "device": (data.get("device") or {}).get("name"),
+            "repeats": len(run_ms), "run_ms": run_ms, "networks": nets}
+
+
 def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     """Write ``report.md`` (and its plots) from the pipeline's context dict."""
     run_dir = Path(run_dir)
@@ -59,8 +105,10 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     made["losses"] = plot_losses(hist, plots / "search_losses.png")
     cands = ctx.get("candidates") or []
     targets = ctx.get("targets") or {}
+    refs = ctx.get("references")
     made["candidates"] = plot_candidates(cands, plots / "candidates.png",
-                                         targets.get("latency") if targets.get("cost") == "latency" else None)
+                                         targets.get("latency") if targets.get("cost") == "latency" else None,
+                                         references={k: v["mean_ms"] for k, v in refs["networks"].items()} if refs else None)
     made["lut"] = plot_lut_validation(ctx.get("lut_validation") or {}, plots / "lut_validation.png", ctx.get("lut_check"))
     prof = ctx.get("profile") or {}
     made["layers"] = plot_layers(prof.get("layers") or [], plots / "layers.png")
@@ -145,6 +193,7 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
         claim = ctx.get("flops_claim")
         if claim:
             lines += [claim, ""]
+        lines += _references_section(refs, run_dir)
     plan = ctx.get("plan") or []
     if plan:
         lines += ["## Final network", "", _table(["layer", "op", "input (CxHxW)", "out channels", "stride"],
@@ -185,8 +234,10 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
 # ------------------------------------------------------------------------------------------------
 # The run's ``report`` stage
 # ------------------------------------------------------------------------------------------------
-def collect_metrics(ctx: "RunContext") -> dict[str, Any]:
-    """``metrics.json``: the contract keys plus the details a comparison across runs needs."""
+def collect_metrics(ctx: "RunContext", references: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``metrics.json``: the contract keys plus the details a comparison across runs needs (with
+    ``references``, :func:`load_references`'s result, the hand-designed networks' mean latency and this run's
+    latency relative to each)."""
     from .objective import score
 
     prof, st, targets = ctx.profile, ctx.state, ctx.targets
@@ -220,7 +271,25 @@ def collect_metrics(ctx: "RunContext") -> dict[str, Any]:
     if targets.cost == "latency" and targets.latency:
         m["latency_target_ms"] = targets.latency
         m["latency_vs_target"] = prof["latency_ms"] / targets.latency
+    if references:
+        m["references_ms"] = {k: v["mean_ms"] for k, v in references["networks"].items()}
+        m["latency_vs_references"] = {k: statistics.fmean(v["ratio"]) for k, v in references["networks"].items()}
     return m
+
+
+def _references_section(refs: dict[str, Any] | None, run_dir: Path) -> list[str]:
+    if not refs:
+        return [f"No hand-designed references measured for this run: `python tools/side_by_side.py --run {run_dir}` "
+                f"measures them beside this network, then `python -m hwnas_darts.fit --resume {run_dir}` adds them here.",
+                ""]
+    n = refs["repeats"]
+    rows = [["this run", "", ", ".join(f"{x:.2f}" for x in refs["run_ms"]), statistics.fmean(refs["run_ms"]), ""]]
+    rows += [[label, f"`{r['arch']}`", ", ".join(f"{x:.2f}" for x in r["ms"]), r["mean_ms"],
+              ", ".join(f"{x:.2f}" for x in r["ratio"])] for label, r in refs["networks"].items()]
+    return ["### Measured references", "",
+            f"Hand-designed networks measured beside this run's network (`tools/side_by_side.py`: interleaved, {n} "
+            f"repetition{'s' * (n != 1)}, batch {refs['batch_size']}, {refs['device']}); every repetition is listed.", "",
+            _table(["network", "arch", "ms per repetition", "mean ms", "this run / reference (per repetition)"], rows), ""]
 
 
 def report_stage(ctx: "RunContext") -> dict[str, Any]:
@@ -231,7 +300,8 @@ def report_stage(ctx: "RunContext") -> dict[str, Any]:
     from .config import config_to_yaml
 
     t0 = time.perf_counter()
-    metrics = collect_metrics(ctx)
+    refs = load_references(ctx.run_dir, ctx.arch.to_string(), ctx.profile["batch_size"])
+    metrics = collect_metrics(ctx, refs)
     atomic_write_json(ctx.path("metrics.json"), metrics)
     d = ctx.derived
     write_report(ctx.run_dir, dict(
@@ -243,6 +313,7 @@ def report_stage(ctx: "RunContext") -> dict[str, Any]:
                 "warmup_epochs": ctx.cfg.search.warmup_epochs, "seconds": metrics["search_seconds"]},
         alpha_history=d.alpha_history, skip_share=d.skip_share, candidates=d.candidates,
         flops_claim=flops_claim(d.candidates), profile=ctx.profile, exports=ctx.exports,
+        references=refs,
         retrain_history=ctx.retrained.history))
     if ctx.tracker is not None:
         ctx.tracker.summary({k: v for k, v in metrics.items() if not isinstance(v, dict)})

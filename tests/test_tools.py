@@ -176,3 +176,50 @@ def test_time_to_accuracy_curves_and_table(tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="no state.json"):
         tool.main([str(empty)])
+
+
+def test_side_by_side_references_reach_the_run_report(tiny_run, tmp_path):
+    """tools/side_by_side.py --run writes references.json into the run; a resume rewrites report.md and
+    metrics.json with the references and this run's latency relative to each, per repetition."""
+    import shutil
+
+    from .conftest import run_fit
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "side_by_side.py"), "--run", str(run), "--repeats", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    refs = json.loads((run / "references.json").read_text())
+    arch = json.loads((run / "metrics.json").read_text())["arch"]
+    assert refs["archs"]["run"] == arch and len(refs["repeats"]) == 2 and "fit --resume" in proc.stdout
+    assert "No hand-designed references" in (run / "report.md").read_text()
+    run_fit("--resume", str(run))
+    m = json.loads((run / "metrics.json").read_text())
+    labels = [k for k in refs["archs"] if k != "run"]
+    assert labels and set(m["latency_vs_references"]) == set(labels) == set(m["references_ms"])
+    for k in labels:
+        ratios = [r["median_ms"]["run"] / r["median_ms"][k] for r in refs["repeats"]]
+        assert abs(m["latency_vs_references"][k] - sum(ratios) / 2) < 1e-9
+        assert abs(m["references_ms"][k] - sum(r["median_ms"][k] for r in refs["repeats"]) / 2) < 1e-9
+    report = (run / "report.md").read_text()
+    assert "### Measured references" in report and all(f"| {k} |" in report for k in labels)
+
+
+def test_load_references_ignores_files_that_do_not_describe_the_run(tmp_path, caplog):
+    from hwnas_darts.report import REFERENCES_FILE, load_references
+
+    assert load_references(tmp_path, "a") is None  # no file: nothing, quietly
+    rec = {"batch_size": 32, "device": {"name": "cpu"}, "archs": {"run": "a", "ref": "b"},
+           "repeats": [{"median_ms": {"run": 2.0, "ref": 4.0}}, {"median_ms": {"run": 3.0, "ref": 5.0}}]}
+    (tmp_path / REFERENCES_FILE).write_text(json.dumps(rec))
+    got = load_references(tmp_path, "a", 32)
+    assert got["repeats"] == 2 and got["run_ms"] == [2.0, 3.0]
+    assert got["networks"]["ref"]["mean_ms"] == 4.5 and got["networks"]["ref"]["ratio"] == [0.5, 0.6]
+    with caplog.at_level("WARNING"):
+        assert load_references(tmp_path, "another") is None
+        assert load_references(tmp_path, "a", 64) is None
+        (tmp_path / REFERENCES_FILE).write_text("{not json")
+        assert load_references(tmp_path, "a") is None
+    text = caplog.text
+    assert "measured another network" in text and "batch 32" in text and "unreadable" in text

@@ -8,8 +8,11 @@ luck. Networks: the run's final architecture (``metrics.json``), MobileNetV2-lik
 the plain conv-BN network (where the space offers a 3x3 conv at every downsampling), plus any
 ``--arch LABEL=ARCH``.
 
-    python tools/side_by_side.py --config configs/fashion_mnist_best.yaml --run runs/fashion_mnist_best \\
-        --repeats 3 --json side_by_side.json
+With ``--run`` the measurement is also written to the run directory (``references.json``), where the run's
+report picks it up: ``python -m hwnas_darts.fit --resume RUN`` rewrites ``report.md`` and ``metrics.json``
+with the references on the candidates' plot and this network's latency relative to each.
+
+    python tools/side_by_side.py --run runs/fashion_mnist_best --repeats 3 --json side_by_side.json
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from hwnas_darts.io import atomic_write_json  # noqa: E402
 from hwnas_darts.lut import obtain_table  # noqa: E402
 from hwnas_darts.hardware.roofline import count_macs  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
+from hwnas_darts.report import REFERENCES_FILE  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
 
 
@@ -62,7 +66,8 @@ def networks(space: SearchSpace, run: Path | None, extra: list[str]) -> dict[str
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=None, help="the run's config (default: configs/fashion_mnist.yaml)")
+    p.add_argument("--config", default=None, help="the config (default: the run's config.yaml with --run, else "
+                                                  "configs/fashion_mnist.yaml)")
     p.add_argument("--run", default=None, help="a finished fit run directory whose network is compared")
     p.add_argument("--arch", action="append", default=[], help="LABEL=ARCH: another network (repeatable)")
     p.add_argument("--repeats", type=int, default=3, help="independent repetitions of the whole measurement")
@@ -71,6 +76,10 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.repeats < 1:
         p.error("--repeats must be >= 1")
+    if a.config is None and a.run:
+        a.config = str(Path(a.run) / "config.yaml")
+        if not Path(a.config).is_file():
+            p.error(f"{a.run} has no config.yaml - give a fit run directory, or pass --config")
     cfg = load_config(a.config, a.overrides)
     space = SearchSpace.from_config(cfg)
     nets = networks(space, Path(a.run) if a.run else None, a.arch)
@@ -105,11 +114,15 @@ def main(argv=None) -> int:
               + " | ".join(f"{x:.2f}" for x in v)
               + f" | {statistics.fmean(v):.2f} | {min(v):.2f}-{max(v):.2f} | "
               + ", ".join(f"{x:.2f}" for x in ratios) + " |")
+    record = {"config": a.config, "run": a.run, "device": settings.record(), "batch_size": settings.batch_size,
+              "table": source, "archs": {k: v.to_string() for k, v in nets.items()}, "macs_per_batch": macs,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeats": reps}
     if a.json:
-        atomic_write_json(Path(a.json), {"config": a.config, "run": a.run, "device": settings.record(),
-                                         "batch_size": settings.batch_size, "table": source,
-                                         "archs": {k: v.to_string() for k, v in nets.items()},
-                                         "macs_per_batch": macs, "repeats": reps})
+        atomic_write_json(Path(a.json), record)
+    if a.run:
+        atomic_write_json(Path(a.run) / REFERENCES_FILE, record)
+        print(f"\nwritten to {Path(a.run) / REFERENCES_FILE}; `python -m hwnas_darts.fit --resume {a.run}` adds the "
+              "references to the run's report.md and metrics.json")
     return 0
 
 
