@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT, TINY
 
 
@@ -223,3 +225,44 @@ def test_load_references_ignores_files_that_do_not_describe_the_run(tmp_path, ca
         assert load_references(tmp_path, "a") is None
     text = caplog.text
     assert "measured another network" in text and "batch 32" in text and "unreadable" in text
+
+
+def _fake_candidate_run(run, sup, test, chosen):
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("seed: 0\n")
+    cands = [{"arch": f"a{i}", "val_accuracy": s, "latency_ms": 1.0 + i, "chosen": i == chosen} for i, s in enumerate(sup)]
+    (run / "candidates.json").write_text(json.dumps({"candidates": cands}))
+    (run / "metrics.json").write_text(json.dumps({"arch": f"a{chosen}", "test_accuracy": test[chosen]}))
+
+
+def test_supernet_ranking_reuses_retrains_and_reports_tau(tmp_path, monkeypatch):
+    """Two runs of the same name (seed0/hw1, seed1/hw1) get distinct output directories; the chosen
+    candidate reuses its run's own retraining, finished candidate retrains are reused (no fit process
+    starts), and Kendall's tau is computed on the candidates' accuracies (5 concordant, 1 discordant
+    pair of 4 candidates: tau = 4/6)."""
+    tool = _load_tool("supernet_ranking")
+    sup, test = [0.70, 0.72, 0.74, 0.76], [0.90, 0.91, 0.93, 0.92]
+    runs, out = [tmp_path / "seed0" / "hw1", tmp_path / "seed1" / "hw1"], tmp_path / "ranking"
+    for r in runs:
+        _fake_candidate_run(r, sup, test, chosen=2)
+        label = f"{r.parent.name}-{r.name}"
+        for i, a in enumerate(test):
+            if i != 2:
+                (out / label / f"cand{i}").mkdir(parents=True)
+                (out / label / f"cand{i}" / "metrics.json").write_text(json.dumps({"test_accuracy": a}))
+
+    def no_fit(*a, **k):
+        raise AssertionError(f"a finished retrain was recomputed: {a}")
+
+    monkeypatch.setattr(sys.modules["compare_search"].subprocess, "run", no_fit)
+    assert tool.main([str(r) for r in runs] + ["--out", str(out)]) == 0
+    rep = json.loads((out / "ranking.json").read_text())
+    assert [e["label"] for e in rep["runs"]] == ["seed0-hw1", "seed1-hw1"]
+    for e in rep["runs"]:
+        assert abs(e["kendall_tau"] - 4 / 6) < 1e-12 and e["chosen_rank"] == 1
+        assert e["candidates"][2]["retrained_in"] == e["run"]
+    assert rep["pooled"]["n"] == 8 and (out / "ranking.png").is_file() and "seed1-hw1" in (out / "ranking.md").read_text()
+    with pytest.raises(SystemExit, match="unknown variant"):
+        tool.variant_accuracies(runs[0], out / "x", "zz5", ["a0"])
+    with pytest.raises(SystemExit, match="no candidates.json"):
+        tool.main([str(tmp_path), "--out", str(out)])

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_search import run_fit  # noqa: E402
 
 from hwnas_darts.config import load_config  # noqa: E402
-from hwnas_darts.io import atomic_write_json  # noqa: E402
+from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas_darts.stats import kendall_tau_interval  # noqa: E402
 
 _logger = logging.getLogger("supernet_ranking")
@@ -60,6 +60,65 @@ def rescore(run: Path, archs: list[str], bn_batches: int, finetune_steps: int) -
     return out
 
 
+def run_labels(runs: list[Path]) -> list[str]:
+    """A directory name per run: the run's name, with its parent's where two runs share a name
+    (``study/seed0/hw1`` and ``study/seed1/hw1`` -> ``seed0-hw1``, ``seed1-hw1``)."""
+    names = [r.name for r in runs]
+    labels = [f"{r.parent.name}-{r.name}" if names.count(r.name) > 1 else r.name for r in runs]
+    if len(set(labels)) != len(labels):
+        raise SystemExit(f"two runs map to the same output directory: {labels}; pass distinct run directories")
+    return labels
+
+
+def retrained_accuracy(run: Path, out: Path, index: int, cand: dict[str, Any], overrides: list[str]) -> tuple[float, str]:
+    """Test accuracy of one candidate retrained from scratch with the run's recipe; the run's chosen
+    candidate reuses the run's own retraining (same config, same seed) unless overrides change the recipe."""
+    if cand.get("chosen") and not overrides and (run / "metrics.json").is_file():
+        m = json.loads((run / "metrics.json").read_text())
+        if m.get("arch") == cand["arch"]:
+            return float(m["test_accuracy"]), str(run)
+    m = run_fit(out / f"cand{index}", str(run / "config.yaml"), overrides, arch=cand["arch"])
+    return float(m["test_accuracy"]), str(out / f"cand{index}")
+
+
+def variant_accuracies(run: Path, out: Path, variant: str, archs: list[str]) -> list[float]:
+    """Supernet accuracies of ``archs`` under one evaluation ``variant`` (cached in ``out``)."""
+    path = out / f"variant_{variant}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("archs") == archs:
+            return saved["supernet_accuracy"]
+    if not variant[2:].isdigit() or variant[:2] not in ("bn", "ft"):
+        raise SystemExit(f"unknown variant {variant!r}: bnN (N BatchNorm re-estimation batches) or ftN (N fine-tune steps)")
+    bn, ft = (int(variant[2:]), 0) if variant.startswith("bn") else (10, int(variant[2:]))
+    accs = rescore(run, archs, bn, ft)
+    atomic_write_json(path, {"variant": variant, "archs": archs, "supernet_accuracy": accs})
+    return accs
+
+
+def plot_ranking(entries: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for e in entries:
+        rows = e["candidates"]
+        ax.scatter([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows], s=30,
+                   label=f"{e['label']}: tau {e['kendall_tau']:+.2f} [{e['kendall_tau_ci'][0]:+.2f}, "
+                         f"{e['kendall_tau_ci'][1]:+.2f}]")
+        chosen = [r for r in rows if r.get("chosen")]
+        ax.scatter([r["supernet_accuracy"] for r in chosen], [r["test_accuracy"] for r in chosen], s=90,
+                   facecolors="none", edgecolors="k")
+    ax.set_xlabel("accuracy with the supernet's shared weights (validation split)")
+    ax.set_ylabel("test accuracy retrained from scratch")
+    ax.set_title("does the supernet rank candidates right? (circled: chosen)")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="finished run directories (their candidates are pooled per run)")
@@ -70,27 +129,60 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
-    report: dict[str, Any] = {"runs": []}
-    for run in map(Path, args.runs):
+    runs = [Path(r) for r in args.runs]
+    for run in runs:
+        for f in ("candidates.json", "config.yaml"):
+            if not (run / f).is_file():
+                raise SystemExit(f"{run}: no {f} - give the directory of a fit run that finished its derive stage")
+    variants = [v for v in args.variants.split(",") if v]
+    report: dict[str, Any] = {"runs": [], "overrides": list(args.fit_overrides)}
+    for run, label in zip(runs, run_labels(runs)):
         cands = json.loads((run / "candidates.json").read_text())["candidates"]
-        cfg_path = str(run / "config.yaml")
         rows = []
         for i, c in enumerate(cands):
-            m = run_fit(out / run.name / f"cand{i}", cfg_path, list(args.fit_overrides), arch=c["arch"])
-            rows.append({"arch": c["arch"], "supernet_accuracy": c["val_accuracy"], "test_accuracy": m["test_accuracy"]})
-            _logger.info("%s cand%d: supernet %.4f, retrained %.4f", run.name, i, c["val_accuracy"], m["test_accuracy"])
+            acc, source = retrained_accuracy(run, out / label, i, c, list(args.fit_overrides))
+            rows.append({"arch": c["arch"], "supernet_accuracy": c["val_accuracy"], "test_accuracy": acc,
+                         "latency_ms": c.get("latency_ms"), "chosen": bool(c.get("chosen")), "retrained_in": source})
+            _logger.info("%s cand%d: supernet %.4f, retrained %.4f", label, i, c["val_accuracy"], acc)
         tau = kendall_tau_interval([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows])
-        entry = {"run": str(run), "candidates": rows, "kendall_tau": tau[0], "kendall_tau_ci": [tau[1], tau[2]],
+        chosen = next((r["test_accuracy"] for r in rows if r["chosen"]), None)
+        entry = {"run": str(run), "label": label, "candidates": rows, "kendall_tau": tau[0],
+                 "kendall_tau_ci": [tau[1], tau[2]],
+                 # 1 = the chosen candidate is also the best after retraining (ties count in its favour)
+                 "chosen_rank": None if chosen is None else 1 + sum(r["test_accuracy"] > chosen for r in rows),
                  "variants": {}}
-        for v in filter(None, args.variants.split(",")):
-            bn, ft = (int(v[2:]), 0) if v.startswith("bn") else (10, int(v[2:]))
-            accs = rescore(run, [r["arch"] for r in rows], bn, ft)
+        for v in variants:
+            accs = variant_accuracies(run, out / label, v, [r["arch"] for r in rows])
             t = kendall_tau_interval(accs, [r["test_accuracy"] for r in rows])
             entry["variants"][v] = {"supernet_accuracy": accs, "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
         report["runs"].append(entry)
-        print(f"{run}: Kendall tau {tau[0]:+.3f} [{tau[1]:+.3f}, {tau[2]:+.3f}] over {len(rows)} candidates"
-              + "".join(f"; {k}: {e['kendall_tau']:+.3f}" for k, e in entry["variants"].items()))
+    if len(report["runs"]) > 1:
+        # pooled: each run's supernet accuracies centred on their run's mean (different supernets, different scales)
+        xs, ys = [], []
+        for e in report["runs"]:
+            sx = [r["supernet_accuracy"] for r in e["candidates"]]
+            mx = sum(sx) / len(sx)
+            xs += [x - mx for x in sx]
+            ys += [r["test_accuracy"] for r in e["candidates"]]
+        t = kendall_tau_interval(xs, ys)
+        report["pooled"] = {"n": len(xs), "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
     atomic_write_json(out / "ranking.json", report)
+    plot_ranking(report["runs"], out / "ranking.png")
+    lines = ["| run | candidates | Kendall tau | 95 % interval | chosen's rank after retraining | retrained acc range |"
+             + "".join(f" tau {v} |" for v in variants),
+             "|---|---|---|---|---|---|" + "---|" * len(variants)]
+    for e in report["runs"]:
+        accs = [r["test_accuracy"] for r in e["candidates"]]
+        lines.append(f"| {e['label']} | {len(accs)} | {e['kendall_tau']:+.3f} | [{e['kendall_tau_ci'][0]:+.3f}, "
+                     f"{e['kendall_tau_ci'][1]:+.3f}] | {e['chosen_rank'] or '-'} of {len(accs)} | {min(accs):.4f}-{max(accs):.4f} |"
+                     + "".join(f" {e['variants'][v]['kendall_tau']:+.3f} [{e['variants'][v]['kendall_tau_ci'][0]:+.2f}, "
+                               f"{e['variants'][v]['kendall_tau_ci'][1]:+.2f}] |" for v in variants))
+    if "pooled" in report:
+        p = report["pooled"]
+        lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
+                      f"[{p['kendall_tau_ci'][0]:+.3f}, {p['kendall_tau_ci'][1]:+.3f}] over {p['n']} candidates."]
+    atomic_write_text(out / "ranking.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 
