@@ -124,8 +124,9 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({
             "test_accuracy": a, "latency_ms": 10.0 + seed + (name == "flops0"), "latency_ms_predicted": 10.0,
-            "macs": 1000, "params": 10, "arch": name, "retrain_seconds": 1.0, "search_seconds": 5.0,
-            "derive_seconds": 1.0}))
+            "macs": 1000, "params": 10, "retrain_seconds": 1.0, "search_seconds": 5.0,
+            "derive_seconds": 1.0, "intensity": 2.0 + seed, "efficiency": 0.25,
+            "arch": "fmb_k3_e2_relu-skip" if name == "hw0" else name}))
 
     def no_fit(*a, **k):
         raise AssertionError(f"a finished run was recomputed: {a}")
@@ -142,6 +143,9 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     flops = next(p for p in study["paired"] if p["vs"] == "flops")
     assert flops["n"] == 2 and abs(flops["d_accuracy"] - 0.015) < 1e-12 and abs(flops["d_latency_ms"] + 1.0) < 1e-12
     assert (tmp_path / "study.png").is_file() and "Paired by seed" in (tmp_path / "study.md").read_text()
+    # what the found networks are: mean I and E over seeds, one distinct architecture, its op mix
+    assert abs(hw["intensity"] - 2.5) < 1e-12 and hw["distinct_archs"] == 1 and hw["op_mix"] == "fmb 2, skip 2; relu 2"
+    assert "| hw | objective.latency_weight=-0.1 | 2.50 | 0.250 | 1 of 2 | fmb 2, skip 2; relu 2 |" in (tmp_path / "study.md").read_text()
 
 
 def test_time_to_accuracy_curves_and_table(tmp_path, capsys):

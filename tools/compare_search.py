@@ -179,7 +179,8 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
     seed = cfg.seed if seed is None else seed
     rows: list[dict[str, Any]] = []
     budgets = []
-    keys = ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "retrain_seconds")
+    keys = ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "retrain_seconds",
+            "intensity", "efficiency", "latency_target_ms")
     for method in ("hw", "flops"):
         if method not in methods:
             continue
@@ -191,7 +192,7 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             # the budget random search gets: what the hw search spent choosing (search + derive)
             budgets.append(m["search_seconds"] + (m.get("derive_seconds") or 0.0))
             rows.append({"method": method, "name": name, "setting": setting, "seed": seed,
-                         **{k: m[k] for k in keys}, "search_seconds": m["search_seconds"],
+                         **{k: m.get(k) for k in keys}, "search_seconds": m["search_seconds"],
                          "derive_seconds": m.get("derive_seconds"),
                          "chosen_by_accuracy_noise_rule": _accuracy_rule(out / name)})
 
@@ -224,13 +225,13 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             name = f"random{b}"
             m = run_fit(out / name, args.config, base, arch=a["arch"])
             rows.append({"method": "random", "name": name, "setting": f"bucket {b}", "seed": seed,
-                         **{k: m[k] for k in keys}, "search_seconds": rs["seconds"],
+                         **{k: m.get(k) for k in keys}, "search_seconds": rs["seconds"],
                          "sampled": len(rs["archs"])})
 
     if "hand" in methods:
         for label, arch in hand_designed(space).items():
             m = run_fit(out / label, args.config, base, arch=arch.to_string())
-            rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m[k] for k in keys},
+            rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m.get(k) for k in keys},
                          "search_seconds": 0.0})
     return rows
 
@@ -244,8 +245,27 @@ def _accuracy_rule(run: Path) -> bool | None:
     return None if rule is None else bool(rule["differs"])
 
 
+def op_mix(archs: list[str]) -> str:
+    """Which ops a set of architectures uses: layer count per op family (``fmb``, ``mb``, ``conv``,
+    ``s2dconv``, ``s2d``, ``skip``) and per activation, most used first, e.g. ``mb 7, fmb 5, skip 3; swish 9, relu 6``."""
+    fam: dict[str, int] = {}
+    act: dict[str, int] = {}
+    for a in archs:
+        for op in a.split("-"):
+            parts = op.split("_")
+            fam[parts[0]] = fam.get(parts[0], 0) + 1
+            if len(parts) > 1 and not parts[-1][-1].isdigit():
+                act[parts[-1]] = act.get(parts[-1], 0) + 1
+
+    def fmt(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    return fmt(fam) + ("; " + fmt(act) if act else "")
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (method, setting): mean and 95 % interval of test accuracy and measured latency over seeds."""
+    """Per (method, setting): mean and 95 % interval of test accuracy and measured latency over seeds;
+    the mean operational intensity and execution efficiency and the op mix of the found networks."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["setting"]), []).append(r)
@@ -255,8 +275,15 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         lat, lo_l, hi_l = mean_interval([r["latency_ms"] for r in rs])
         out.append({"method": method, "setting": setting, "seeds": sorted(r["seed"] for r in rs), "n": len(rs),
                     "test_accuracy": acc, "test_accuracy_ci": [lo_a, hi_a], "latency_ms": lat,
-                    "latency_ms_ci": [lo_l, hi_l]})
+                    "latency_ms_ci": [lo_l, hi_l], "op_mix": op_mix([r["arch"] for r in rs]),
+                    "intensity": _mean_of(rs, "intensity"), "efficiency": _mean_of(rs, "efficiency"),
+                    "distinct_archs": len({r["arch"] for r in rs})})
     return sorted(out, key=lambda g: (g["method"], g["latency_ms"]))
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(vals) if vals else None
 
 
 def paired_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -401,6 +428,14 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
     for p in paired:
         lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
                      f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
+    lines += ["", "What the found networks are (per method and setting, over its seeds): mean operational intensity "
+                  "(FLOP/byte), mean execution efficiency (achieved / roofline), distinct architectures, layers per op "
+                  "family and activation:", "",
+              "| method | setting | I | E | distinct | ops |", "|---|---|---|---|---|---|"]
+    for g in groups:
+        i = "-" if g.get("intensity") is None else f"{g['intensity']:.2f}"
+        e = "-" if g.get("efficiency") is None else f"{g['efficiency']:.3f}"
+        lines.append(f"| {g['method']} | {g['setting']} | {i} | {e} | {g['distinct_archs']} of {g['n']} | {g['op_mix']} |")
     rule = [r["chosen_by_accuracy_noise_rule"] for r in rows if r.get("chosen_by_accuracy_noise_rule") is not None]
     if rule:
         lines += ["", f"derive's accuracy-noise rule would have chosen another candidate in {sum(rule)} of "
