@@ -143,6 +143,14 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     flops = next(p for p in study["paired"] if p["vs"] == "flops")
     assert flops["n"] == 2 and abs(flops["d_accuracy"] - 0.015) < 1e-12 and abs(flops["d_latency_ms"] + 1.0) < 1e-12
     assert (tmp_path / "study.png").is_file() and "Paired by seed" in (tmp_path / "study.md").read_text()
+    # noise floors: every network recurs across the two seeds; pooled variance over the four
+    # architectures (hw0 0.90/0.92, flops0 0.88/0.91, the hand ones 0.01 apart), one degree of freedom each;
+    # latency 10 vs 11 ms (10 %, flops0 11 vs 12: 9.1 %)
+    noise = study["noise"]
+    assert noise["accuracy_archs"] == 4 and noise["accuracy_dof"] == 4
+    assert abs(noise["accuracy_seed_sd"] - ((2e-4 + 4.5e-4 + 5e-5 + 5e-5) / 4) ** 0.5) < 1e-9
+    assert abs(noise["latency_spread_median"] - 0.10) < 1e-9 and noise["latency_archs"] == 4
+    assert abs(noise["latency_spread_max"] - 0.10) < 1e-9
     # what the found networks are: mean I and E over seeds, one distinct architecture, its op mix
     assert abs(hw["intensity"] - 2.5) < 1e-12 and hw["distinct_archs"] == 1 and hw["op_mix"] == "fmb 2, skip 2; relu 2"
     assert "| hw | objective.latency_weight=-0.1 | 2.50 | 0.250 | 1 of 2 | fmb 2, skip 2; relu 2 |" in (tmp_path / "study.md").read_text()

@@ -414,9 +414,30 @@ def main(argv=None) -> int:
 
 
 
+def noise_floors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's own noise, from networks that occur more than once: the same architecture measured
+    in different runs (latency: relative spread max/min - 1 per architecture), and the same
+    architecture retrained with different seeds (accuracy: pooled standard deviation over seeds)."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["arch"], []).append(r)
+    lat = sorted(max(r["latency_ms"] for r in rs) / min(r["latency_ms"] for r in rs) - 1
+                 for rs in by.values() if len(rs) > 1)
+    variances, dof = [], 0
+    for rs in by.values():
+        per_seed = {r["seed"]: r["test_accuracy"] for r in rs}  # same seed, same arch: the same retraining
+        if len(per_seed) > 1:
+            variances.append((statistics.variance(per_seed.values()), len(per_seed) - 1))
+            dof += len(per_seed) - 1
+    acc_sd = (sum(v * d for v, d in variances) / dof) ** 0.5 if dof else None
+    return {"latency_archs": len(lat), "latency_spread_median": statistics.median(lat) if lat else None,
+            "latency_spread_max": lat[-1] if lat else None, "accuracy_archs": len(variances),
+            "accuracy_seed_sd": acc_sd, "accuracy_dof": dof}
+
+
 def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
     """``study.json``, ``study.md`` and ``study.png`` of a multi-seed study."""
-    groups, paired = aggregate(rows), paired_tables(rows)
+    groups, paired, noise = aggregate(rows), paired_tables(rows), noise_floors(rows)
     plot_multi(groups, out / "study.png")
     lines = ["| method | setting | seeds | test acc (mean) | 95 % interval | latency ms (mean) | 95 % interval |",
              "|---|---|---|---|---|---|---|"]
@@ -436,12 +457,26 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
         i = "-" if g.get("intensity") is None else f"{g['intensity']:.2f}"
         e = "-" if g.get("efficiency") is None else f"{g['efficiency']:.3f}"
         lines.append(f"| {g['method']} | {g['setting']} | {i} | {e} | {g['distinct_archs']} of {g['n']} | {g['op_mix']} |")
+    lines += ["", "Noise floors of this study (networks that occur more than once):"]
+    if noise["latency_archs"]:
+        lines.append(f"- latency: the same architecture measured in different runs ({noise['latency_archs']} "
+                     f"architectures) differs by {100 * noise['latency_spread_median']:.1f} % (median; max "
+                     f"{100 * noise['latency_spread_max']:.1f} %) between its fastest and slowest measurement;")
+    else:
+        lines.append("- latency: no architecture was measured twice;")
+    if noise["accuracy_seed_sd"] is not None:
+        lines.append(f"- accuracy: the same architecture retrained with different seeds ({noise['accuracy_archs']} "
+                     f"architectures, {noise['accuracy_dof']} degrees of freedom) has a standard deviation of "
+                     f"{noise['accuracy_seed_sd']:.4f} (pooled); differences of one run against another below about "
+                     f"{2.8 * noise['accuracy_seed_sd']:.4f} (2.8 sd) are within this noise.")
+    else:
+        lines.append("- accuracy: no architecture was retrained with two seeds.")
     rule = [r["chosen_by_accuracy_noise_rule"] for r in rows if r.get("chosen_by_accuracy_noise_rule") is not None]
     if rule:
         lines += ["", f"derive's accuracy-noise rule would have chosen another candidate in {sum(rule)} of "
                       f"{len(rule)} searches."]
     atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "study.json", {"rows": rows, "groups": groups, "paired": paired,
+    atomic_write_json(out / "study.json", {"rows": rows, "groups": groups, "paired": paired, "noise": noise,
                                            "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0
