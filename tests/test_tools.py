@@ -243,7 +243,8 @@ def _fake_candidate_run(run, sup, test, chosen):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text("seed: 0\n")
     cands = [{"arch": f"a{i}", "val_accuracy": s, "latency_ms": 1.0 + i, "chosen": i == chosen} for i, s in enumerate(sup)]
-    (run / "candidates.json").write_text(json.dumps({"candidates": cands}))
+    rule = {"choice": "a0", "differs": chosen != 0, "applied": False}
+    (run / "candidates.json").write_text(json.dumps({"candidates": cands, "accuracy_noise_rule": rule}))
     (run / "metrics.json").write_text(json.dumps({"arch": f"a{chosen}", "test_accuracy": test[chosen]}))
 
 
@@ -273,7 +274,8 @@ def test_supernet_ranking_reuses_retrains_and_reports_tau(tmp_path, monkeypatch)
     for e in rep["runs"]:
         assert abs(e["kendall_tau"] - 4 / 6) < 1e-12 and e["chosen_rank"] == 1
         assert e["candidates"][2]["retrained_in"] == e["run"]
-    assert rep["pooled"]["n"] == 8 and (out / "ranking.png").is_file() and "seed1-hw1" in (out / "ranking.md").read_text()
+        assert e["noise_rule"] == {"arch": "a0", "differs": True, "test_accuracy": 0.90, "latency_ms": 1.0}
+    assert rep["pooled"]["n"] == 8 and (out / "ranking.png").is_file() and "| seed1-hw1 | 0.9300 | 3.00 | 0.9000 | 1.00 | no |" in (out / "ranking.md").read_text()
     with pytest.raises(SystemExit, match="unknown variant"):
         tool.variant_accuracies(runs[0], out / "x", "zz5", ["a0"])
     with pytest.raises(SystemExit, match="no candidates.json"):

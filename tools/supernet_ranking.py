@@ -96,6 +96,10 @@ def variant_accuracies(run: Path, out: Path, variant: str, archs: list[str]) -> 
     return accs
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def plot_ranking(entries: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -137,7 +141,8 @@ def main(argv=None) -> int:
     variants = [v for v in args.variants.split(",") if v]
     report: dict[str, Any] = {"runs": [], "overrides": list(args.fit_overrides)}
     for run, label in zip(runs, run_labels(runs)):
-        cands = json.loads((run / "candidates.json").read_text())["candidates"]
+        derived = json.loads((run / "candidates.json").read_text())
+        cands = derived["candidates"]
         rows = []
         for i, c in enumerate(cands):
             acc, source = retrained_accuracy(run, out / label, i, c, list(args.fit_overrides))
@@ -151,6 +156,11 @@ def main(argv=None) -> int:
                  # 1 = the chosen candidate is also the best after retraining (ties count in its favour)
                  "chosen_rank": None if chosen is None else 1 + sum(r["test_accuracy"] > chosen for r in rows),
                  "variants": {}}
+        rule = derived.get("accuracy_noise_rule") or {}
+        pick = next((r for r in rows if r["arch"] == rule.get("choice")), None)
+        if pick is not None:  # derive's accuracy-noise rule: the fastest within the supernet accuracy's noise
+            entry["noise_rule"] = {"arch": pick["arch"], "differs": bool(rule.get("differs")),
+                                   "test_accuracy": pick["test_accuracy"], "latency_ms": pick["latency_ms"]}
         for v in variants:
             accs = variant_accuracies(run, out / label, v, [r["arch"] for r in rows])
             t = kendall_tau_interval(accs, [r["test_accuracy"] for r in rows])
@@ -177,6 +187,16 @@ def main(argv=None) -> int:
                      f"{e['kendall_tau_ci'][1]:+.3f}] | {e['chosen_rank'] or '-'} of {len(accs)} | {min(accs):.4f}-{max(accs):.4f} |"
                      + "".join(f" {e['variants'][v]['kendall_tau']:+.3f} [{e['variants'][v]['kendall_tau_ci'][0]:+.2f}, "
                                f"{e['variants'][v]['kendall_tau_ci'][1]:+.2f}] |" for v in variants))
+    lines += ["", "The chosen candidate (derive's score) against the one derive's accuracy-noise rule picks (the fastest "
+                  "candidate within the supernet accuracy's noise of the best admissible one), both retrained:", "",
+              "| run | score's choice: test acc | ms | rule's choice: test acc | ms | same candidate |", "|---|---|---|---|---|---|"]
+    for e in report["runs"]:
+        c = next((r for r in e["candidates"] if r["chosen"]), None)
+        n = e.get("noise_rule")
+        if c is None or n is None:
+            continue
+        lines.append(f"| {e['label']} | {c['test_accuracy']:.4f} | {_ms(c['latency_ms'])} | {n['test_accuracy']:.4f} | "
+                     f"{_ms(n['latency_ms'])} | {'no' if n['differs'] else 'yes'} |")
     if "pooled" in report:
         p = report["pooled"]
         lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
