@@ -151,6 +151,8 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     assert abs(noise["accuracy_seed_sd"] - ((2e-4 + 4.5e-4 + 5e-5 + 5e-5) / 4) ** 0.5) < 1e-9
     assert abs(noise["latency_spread_median"] - 0.10) < 1e-9 and noise["latency_archs"] == 4
     assert abs(noise["latency_spread_max"] - 0.10) < 1e-9
+    assert tool.short_setting("objective.form=mnasnet objective.target_quantile=0.3 objective.intensity_weight=0.2") \
+        == "q0.3 theta=0.2"
     # what the found networks are: mean I and E over seeds, one distinct architecture, its op mix
     assert abs(hw["intensity"] - 2.5) < 1e-12 and hw["distinct_archs"] == 1 and hw["op_mix"] == "fmb 2, skip 2; relu 2"
     assert "| hw | objective.latency_weight=-0.1 | 2.50 | 0.250 | 1 of 2 | fmb 2, skip 2; relu 2 |" in (tmp_path / "study.md").read_text()

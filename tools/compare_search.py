@@ -316,6 +316,18 @@ def paired_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+_SHORT = (("objective.", ""), ("form=mnasnet", ""), ("target_quantile=", "q"), ("intensity_weight=", "theta="),
+          ("efficiency_weight=", "gamma="), ("latency_weight=", "w="), ("latency_target=", "target="))
+
+
+def short_setting(setting: str) -> str:
+    """A plot label for a setting: ``objective.form=mnasnet objective.target_quantile=0.3
+    objective.intensity_weight=0.2`` -> ``q0.3 theta=0.2``."""
+    for a, b in _SHORT:
+        setting = setting.replace(a, b)
+    return " ".join(setting.split()) or "default"
+
+
 def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -334,6 +346,9 @@ def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
         ax.errorbar([g["latency_ms"] for g in gs], [g["test_accuracy"] for g in gs],
                     xerr=err("latency_ms", "latency_ms_ci"), yerr=err("test_accuracy", "test_accuracy_ci"),
                     fmt=markers.get(method, "x"), capsize=3, label=method)
+        for g in gs:
+            ax.annotate(short_setting(g["setting"]), (g["latency_ms"], g["test_accuracy"]), fontsize=6,
+                        xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("measured latency (ms), mean and 95 % interval over seeds")
     ax.set_ylabel("test accuracy after retraining, mean and 95 % interval")
     ax.set_title("search methods across seeds")
