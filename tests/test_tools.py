@@ -278,6 +278,19 @@ def test_supernet_ranking_reuses_retrains_and_reports_tau(tmp_path, monkeypatch)
         assert e["candidates"][2]["retrained_in"] == e["run"]
         assert e["noise_rule"] == {"arch": "a0", "differs": True, "test_accuracy": 0.90, "latency_ms": 1.0}
     assert rep["pooled"]["n"] == 8 and (out / "ranking.png").is_file() and "| seed1-hw1 | 0.9300 | 3.00 | 0.9000 | 1.00 | no |" in (out / "ranking.md").read_text()
+    # the chosen candidate retrained with two more seeds (finished: reused): sd of 0.93, 0.92, 0.94 = 0.01
+    for r in runs:
+        for sd, a in ((1, 0.92), (2, 0.94)):
+            d = out / f"{r.parent.name}-{r.name}" / f"cand2_seed{sd}"
+            d.mkdir()
+            (d / "metrics.json").write_text(json.dumps({"test_accuracy": a}))
+    assert tool.main([str(r) for r in runs] + ["--out", str(out), "--noise-seeds", "1,2"]) == 0
+    rn = json.loads((out / "ranking.json").read_text())["retrain_noise"]
+    assert abs(rn["sd"] - 0.01) < 1e-9 and rn["dof"] == 4 and len(rn["perfect_ranker_tau"]) == 2
+    assert "Retraining noise" in (out / "ranking.md").read_text()
+    # the retraining-noise ceiling: no noise, a perfect ranker reaches tau 1; noise far above the spread, about 0
+    assert tool.perfect_ranker_tau(test, 0.0) == 1.0 and abs(tool.perfect_ranker_tau(test, 1.0)) < 0.05
+    assert 0.2 < tool.perfect_ranker_tau([0.90, 0.905, 0.91, 0.915, 0.92], 0.004) < 0.9
     with pytest.raises(SystemExit, match="unknown variant"):
         tool.variant_accuracies(runs[0], out / "x", "zz5", ["a0"])
     with pytest.raises(SystemExit, match="no candidates.json"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,25 @@ def variant_accuracies(run: Path, out: Path, variant: str, archs: list[str]) -> 
     return accs
 
 
+def perfect_ranker_tau(observed: list[float], sd: float, n: int = 2000, seed: int = 0) -> float:
+    """Expected Kendall tau between the true accuracies and one noisy retraining of each, for candidates
+    whose retrained accuracies are ``observed`` and whose retraining noise is ``sd``: the true spread is
+    the observed one shrunk by the noise (variance minus sd^2), then re-observed ``n`` times."""
+    import numpy as np
+    from scipy import stats as st
+
+    y = np.asarray(observed, dtype=float)
+    var = float(y.var(ddof=1))
+    if var <= 0:
+        return float("nan")
+    true = y.mean() + (y - y.mean()) * (max(var - sd ** 2, 0.0) / var) ** 0.5
+    if np.ptp(true) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    taus = [st.kendalltau(true, true + rng.normal(0.0, sd, y.size)).statistic for _ in range(n)]
+    return float(np.mean(taus))
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -129,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/ranking")
     ap.add_argument("--variants", default="", help="comma-separated evaluation settings to compare: bnN (N BatchNorm "
                                                    "re-estimation batches), ftN (N fine-tune steps), e.g. bn50,ft100")
+    ap.add_argument("--noise-seeds", default="", help="comma-separated seeds: retrain each run's chosen candidate "
+                                                      "with these seeds too, for the retraining's own noise (e.g. 1,2)")
     ap.add_argument("fit_overrides", nargs="*", help="overrides of the retraining of every candidate")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -161,6 +183,16 @@ def main(argv=None) -> int:
         if pick is not None:  # derive's accuracy-noise rule: the fastest within the supernet accuracy's noise
             entry["noise_rule"] = {"arch": pick["arch"], "differs": bool(rule.get("differs")),
                                    "test_accuracy": pick["test_accuracy"], "latency_ms": pick["latency_ms"]}
+        noise_seeds = [int(x) for x in args.noise_seeds.split(",") if x]
+        if noise_seeds:
+            ref = next((r for r in rows if r["chosen"]), rows[0])
+            i = rows.index(ref)
+            accs = [ref["test_accuracy"]] + [
+                run_fit(out / label / f"cand{i}_seed{sd}", str(run / "config.yaml"),
+                        list(args.fit_overrides) + [f"seed={sd}"], arch=ref["arch"])["test_accuracy"]
+                for sd in noise_seeds]
+            entry["retrain_noise"] = {"arch": ref["arch"], "test_accuracy": accs, "sd": statistics.stdev(accs)}
+            _logger.info("%s: %s retrained with %d seeds: %s", label, ref["arch"], len(accs), accs)
         for v in variants:
             accs = variant_accuracies(run, out / label, v, [r["arch"] for r in rows])
             t = kendall_tau_interval(accs, [r["test_accuracy"] for r in rows])
@@ -176,6 +208,13 @@ def main(argv=None) -> int:
             ys += [r["test_accuracy"] for r in e["candidates"]]
         t = kendall_tau_interval(xs, ys)
         report["pooled"] = {"n": len(xs), "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+    sds = [e["retrain_noise"] for e in report["runs"] if "retrain_noise" in e]
+    if sds:
+        dof = sum(len(n["test_accuracy"]) - 1 for n in sds)
+        sd = (sum(n["sd"] ** 2 * (len(n["test_accuracy"]) - 1) for n in sds) / dof) ** 0.5
+        report["retrain_noise"] = {"sd": sd, "dof": dof,
+                                   "perfect_ranker_tau": [perfect_ranker_tau([r["test_accuracy"] for r in e["candidates"]],
+                                                                             sd) for e in report["runs"]]}
     atomic_write_json(out / "ranking.json", report)
     plot_ranking(report["runs"], out / "ranking.png")
     lines = ["| run | candidates | Kendall tau | 95 % interval | chosen's rank after retraining | retrained acc range |"
@@ -197,6 +236,13 @@ def main(argv=None) -> int:
             continue
         lines.append(f"| {e['label']} | {c['test_accuracy']:.4f} | {_ms(c['latency_ms'])} | {n['test_accuracy']:.4f} | "
                      f"{_ms(n['latency_ms'])} | {'no' if n['differs'] else 'yes'} |")
+    if "retrain_noise" in report:
+        rn = report["retrain_noise"]
+        lines += ["", f"Retraining noise: the chosen candidate retrained with other seeds has a test-accuracy sd of "
+                      f"{rn['sd']:.4f} ({rn['dof']} degrees of freedom, pooled over runs). Against retrained accuracies "
+                      "this noisy, even a ranker that knew every candidate's true accuracy would reach about tau "
+                      + ", ".join(f"{t:+.2f}" for t in rn["perfect_ranker_tau"]) + " (per run, simulated): the ceiling "
+                      "to read the measured tau against."]
     if "pooled" in report:
         p = report["pooled"]
         lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
