@@ -128,12 +128,19 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
             "derive_seconds": 1.0, "intensity": 2.0 + seed, "efficiency": 0.25,
             "arch": "fmb_k3_e2_relu-skip" if name == "hw0" else name}))
 
+    # seed 0's hw search: derive's accuracy-noise rule picked another (faster) candidate, already retrained
+    rule = {"choice": "conv_k3_relu-skip", "differs": True, "applied": False}
+    (tmp_path / "seed0" / "hw0" / "candidates.json").write_text(json.dumps({"accuracy_noise_rule": rule}))
+    (tmp_path / "seed0" / "hw0_rule").mkdir()
+    (tmp_path / "seed0" / "hw0_rule" / "metrics.json").write_text(json.dumps({
+        "test_accuracy": 0.895, "latency_ms": 8.0, "arch": "conv_k3_relu-skip"}))
+
     def no_fit(*a, **k):
         raise AssertionError(f"a finished run was recomputed: {a}")
 
     monkeypatch.setattr(tool.subprocess, "run", no_fit)
     assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--methods", "hw,flops,hand",
-                      "--hw", "objective.latency_weight=-0.1"]) == 0
+                      "--hw", "objective.latency_weight=-0.1", "--rule-picks"]) == 0
     study = json.loads((tmp_path / "study.json").read_text())
     hw = next(g for g in study["groups"] if g["method"] == "hw")
     assert hw["n"] == 2 and abs(hw["test_accuracy"] - 0.91) < 1e-12
@@ -151,6 +158,10 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     assert abs(noise["accuracy_seed_sd"] - ((2e-4 + 4.5e-4 + 5e-5 + 5e-5) / 4) ** 0.5) < 1e-9
     assert abs(noise["latency_spread_median"] - 0.10) < 1e-9 and noise["latency_archs"] == 4
     assert abs(noise["latency_spread_max"] - 0.10) < 1e-9
+    rp = study["rule_picks"]
+    assert rp["n"] == 1 and abs(rp["d_accuracy"] + 0.005) < 1e-12 and abs(rp["d_ms"] + 2.0) < 1e-12
+    assert "rule chose differently" in (tmp_path / "study.md").read_text()
+    assert "another candidate in 1 of 1 searches" in (tmp_path / "study.md").read_text()
     assert tool.short_setting("objective.form=mnasnet objective.target_quantile=0.3 objective.intensity_weight=0.2") \
         == "q0.3 theta=0.2"
     # what the found networks are: mean I and E over seeds, one distinct architecture, its op mix

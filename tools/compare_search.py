@@ -195,6 +195,11 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
                          **{k: m.get(k) for k in keys}, "search_seconds": m["search_seconds"],
                          "derive_seconds": m.get("derive_seconds"),
                          "chosen_by_accuracy_noise_rule": _accuracy_rule(out / name)})
+            rule_arch = _rule_choice(out / name)
+            if args.rule_picks and rule_arch is not None and rule_arch != m["arch"]:
+                # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won
+                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule_arch)
+                rows[-1]["rule_pick"] = {k: r.get(k) for k in keys}
 
     if "random" in methods:
         rs_path = out / "random_search.json"
@@ -234,6 +239,15 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m.get(k) for k in keys},
                          "search_seconds": 0.0})
     return rows
+
+
+def _rule_choice(run: Path) -> str | None:
+    """The architecture derive's accuracy-noise rule picked in this run (None: not recorded)."""
+    try:
+        rule = json.loads((run / "candidates.json").read_text()).get("accuracy_noise_rule")
+    except FileNotFoundError:
+        return None
+    return None if not rule else rule.get("choice")
 
 
 def _accuracy_rule(run: Path) -> bool | None:
@@ -379,6 +393,9 @@ def main(argv=None) -> int:
     ap.add_argument("--random-max", type=int, default=40, help="cap on random architectures")
     ap.add_argument("--random-budget", type=float, help="seconds for random search (default: the median hw run's "
                                                         "search + derive time)")
+    ap.add_argument("--rule-picks", action="store_true", help="also retrain the candidate derive's accuracy-noise "
+                                                                "rule picks where it differs from the score's choice, "
+                                                                "and compare the two (multi-seed report)")
     ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -450,6 +467,19 @@ def noise_floors(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "accuracy_seed_sd": acc_sd, "accuracy_dof": dof}
 
 
+def rule_comparison(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Score's choice vs the accuracy-noise rule's retrained pick, paired per search, with 95 % intervals."""
+    pairs = [{"name": r["name"], "seed": r["seed"], "score_accuracy": r["test_accuracy"], "score_ms": r["latency_ms"],
+              "rule_accuracy": r["rule_pick"]["test_accuracy"], "rule_ms": r["rule_pick"]["latency_ms"],
+              "d_accuracy": r["rule_pick"]["test_accuracy"] - r["test_accuracy"],
+              "d_ms": r["rule_pick"]["latency_ms"] - r["latency_ms"]} for r in rows if r.get("rule_pick")]
+    if not pairs:
+        return None
+    a, lt = mean_interval([c["d_accuracy"] for c in pairs]), mean_interval([c["d_ms"] for c in pairs])
+    return {"n": len(pairs), "pairs": pairs, "d_accuracy": a[0], "d_accuracy_ci": [a[1], a[2]],
+            "d_ms": lt[0], "d_ms_ci": [lt[1], lt[2]]}
+
+
 def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
     """``study.json``, ``study.md`` and ``study.png`` of a multi-seed study."""
     groups, paired, noise = aggregate(rows), paired_tables(rows), noise_floors(rows)
@@ -490,8 +520,20 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
     if rule:
         lines += ["", f"derive's accuracy-noise rule would have chosen another candidate in {sum(rule)} of "
                       f"{len(rule)} searches."]
+    rule_cmp = rule_comparison(rows)
+    if rule_cmp:
+        lines += ["", "Where the rule chose differently, its pick retrained with the same recipe and seed "
+                      "(rule minus score's choice; `--rule-picks`):", "",
+                  "| run | seed | score's choice: acc | ms | rule's pick: acc | ms | d acc | d ms |", "|---|---|---|---|---|---|---|---|"]
+        for c in rule_cmp["pairs"]:
+            lines.append(f"| {c['name']} | {c['seed']} | {c['score_accuracy']:.4f} | {c['score_ms']:.2f} | "
+                         f"{c['rule_accuracy']:.4f} | {c['rule_ms']:.2f} | {c['d_accuracy']:+.4f} | {c['d_ms']:+.2f} |")
+        lines += ["", f"Mean over {rule_cmp['n']} searches: d accuracy {rule_cmp['d_accuracy']:+.4f} "
+                      f"{_ci(rule_cmp['d_accuracy_ci'])}, d latency {rule_cmp['d_ms']:+.2f} ms "
+                      f"{_ci(rule_cmp['d_ms_ci'], 2)} (95 % intervals)."]
     atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "study.json", {"rows": rows, "groups": groups, "paired": paired, "noise": noise,
+                                           "rule_picks": rule_cmp,
                                            "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0
