@@ -191,14 +191,14 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             m = run_fit(out / name, args.config, ov)
             # the budget random search gets: what the hw search spent choosing (search + derive)
             budgets.append(m["search_seconds"] + (m.get("derive_seconds") or 0.0))
+            rule = _noise_rule(out / name)
             rows.append({"method": method, "name": name, "setting": setting, "seed": seed,
                          **{k: m.get(k) for k in keys}, "search_seconds": m["search_seconds"],
                          "derive_seconds": m.get("derive_seconds"),
-                         "chosen_by_accuracy_noise_rule": _accuracy_rule(out / name)})
-            rule_arch = _rule_choice(out / name)
-            if args.rule_picks and rule_arch is not None and rule_arch != m["arch"]:
+                         "chosen_by_accuracy_noise_rule": None if rule is None else bool(rule["differs"])})
+            if args.rule_picks and rule is not None and rule.get("choice") not in (None, m["arch"]):
                 # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won
-                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule_arch)
+                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule["choice"])
                 rows[-1]["rule_pick"] = {k: r.get(k) for k in keys}
 
     if "random" in methods:
@@ -241,22 +241,12 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
     return rows
 
 
-def _rule_choice(run: Path) -> str | None:
-    """The architecture derive's accuracy-noise rule picked in this run (None: not recorded)."""
+def _noise_rule(run: Path) -> dict[str, Any] | None:
+    """What derive's accuracy-noise rule did in this run (``choice``, ``differs``; None: not recorded)."""
     try:
-        rule = json.loads((run / "candidates.json").read_text()).get("accuracy_noise_rule")
+        return json.loads((run / "candidates.json").read_text()).get("accuracy_noise_rule") or None
     except FileNotFoundError:
         return None
-    return None if not rule else rule.get("choice")
-
-
-def _accuracy_rule(run: Path) -> bool | None:
-    """Whether derive's accuracy-noise rule would have chosen another candidate in this run."""
-    try:
-        rule = json.loads((run / "candidates.json").read_text()).get("accuracy_noise_rule")
-    except FileNotFoundError:
-        return None
-    return None if rule is None else bool(rule["differs"])
 
 
 def op_mix(archs: list[str]) -> str:
