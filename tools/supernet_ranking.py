@@ -116,29 +116,42 @@ def perfect_ranker_tau(observed: list[float], sd: float, n: int = 2000, seed: in
     return float(np.mean(taus))
 
 
+def _tau(t: dict[str, Any] | None) -> str:
+    return "-" if t is None else f"{t['kendall_tau']:+.3f} [{t['kendall_tau_ci'][0]:+.2f}, {t['kendall_tau_ci'][1]:+.2f}]"
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
 def plot_ranking(entries: list[dict[str, Any]], path: Path) -> None:
+    """Left: supernet accuracy vs retrained accuracy; right: the size baseline (measured latency) vs the same."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for e in entries:
         rows = e["candidates"]
-        ax.scatter([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows], s=30,
-                   label=f"{e['label']}: tau {e['kendall_tau']:+.2f} [{e['kendall_tau_ci'][0]:+.2f}, "
-                         f"{e['kendall_tau_ci'][1]:+.2f}]")
+        y = [r["test_accuracy"] for r in rows]
         chosen = [r for r in rows if r.get("chosen")]
-        ax.scatter([r["supernet_accuracy"] for r in chosen], [r["test_accuracy"] for r in chosen], s=90,
-                   facecolors="none", edgecolors="k")
-    ax.set_xlabel("accuracy with the supernet's shared weights (validation split)")
-    ax.set_ylabel("test accuracy retrained from scratch")
-    ax.set_title("does the supernet rank candidates right? (circled: chosen)")
-    ax.legend(fontsize=7)
+        lat = e.get("proxies", {}).get("latency_ms")
+        for ax, key, tau in ((axes[0], "supernet_accuracy", e), (axes[1], "latency_ms", lat)):
+            if any(r.get(key) is None for r in rows):
+                continue
+            label = e["label"] if tau is None else (f"{e['label']}: tau {tau['kendall_tau']:+.2f} "
+                                                    f"[{tau['kendall_tau_ci'][0]:+.2f}, {tau['kendall_tau_ci'][1]:+.2f}]")
+            ax.scatter([r[key] for r in rows], y, s=30, label=label)
+            ax.scatter([r[key] for r in chosen], [r["test_accuracy"] for r in chosen], s=90, facecolors="none",
+                       edgecolors="k")
+    axes[0].set_xlabel("accuracy with the supernet's shared weights (validation split)")
+    axes[0].set_ylabel("test accuracy retrained from scratch")
+    axes[0].set_title("the supernet's ranking (circled: chosen)")
+    axes[1].set_xlabel("measured latency (ms)")
+    axes[1].set_title("the baseline: bigger is better")
+    for ax in axes:
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -169,15 +182,23 @@ def main(argv=None) -> int:
         for i, c in enumerate(cands):
             acc, source = retrained_accuracy(run, out / label, i, c, list(args.fit_overrides))
             rows.append({"arch": c["arch"], "supernet_accuracy": c["val_accuracy"], "test_accuracy": acc,
-                         "latency_ms": c.get("latency_ms"), "chosen": bool(c.get("chosen")), "retrained_in": source})
+                         "latency_ms": c.get("latency_ms"), "macs": c.get("macs"), "chosen": bool(c.get("chosen")),
+                         "retrained_in": source})
             _logger.info("%s cand%d: supernet %.4f, retrained %.4f", label, i, c["val_accuracy"], acc)
         tau = kendall_tau_interval([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows])
+        proxies: dict[str, Any] = {}
+        # the baselines a ranker has to beat: "bigger is better" by measured latency or by MACs alone
+        for key in ("latency_ms", "macs"):
+            vals = [r[key] for r in rows]
+            if None not in vals and len(set(vals)) > 1:
+                t = kendall_tau_interval(vals, [r["test_accuracy"] for r in rows])
+                proxies[key] = {"kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
         chosen = next((r["test_accuracy"] for r in rows if r["chosen"]), None)
         entry = {"run": str(run), "label": label, "candidates": rows, "kendall_tau": tau[0],
                  "kendall_tau_ci": [tau[1], tau[2]],
                  # 1 = the chosen candidate is also the best after retraining (ties count in its favour)
                  "chosen_rank": None if chosen is None else 1 + sum(r["test_accuracy"] > chosen for r in rows),
-                 "variants": {}}
+                 "variants": {}, "proxies": proxies}
         rule = derived.get("accuracy_noise_rule") or {}
         pick = next((r for r in rows if r["arch"] == rule.get("choice")), None)
         if pick is not None:  # derive's accuracy-noise rule: the fastest within the supernet accuracy's noise
@@ -218,14 +239,15 @@ def main(argv=None) -> int:
     atomic_write_json(out / "ranking.json", report)
     plot_ranking(report["runs"], out / "ranking.png")
     lines = ["| run | candidates | Kendall tau | 95 % interval | chosen's rank after retraining | retrained acc range |"
-             + "".join(f" tau {v} |" for v in variants),
-             "|---|---|---|---|---|---|" + "---|" * len(variants)]
+             + "".join(f" tau {v} |" for v in variants) + " tau of latency alone | tau of MACs alone |",
+             "|---|---|---|---|---|---|" + "---|" * (len(variants) + 2)]
     for e in report["runs"]:
         accs = [r["test_accuracy"] for r in e["candidates"]]
         lines.append(f"| {e['label']} | {len(accs)} | {e['kendall_tau']:+.3f} | [{e['kendall_tau_ci'][0]:+.3f}, "
                      f"{e['kendall_tau_ci'][1]:+.3f}] | {e['chosen_rank'] or '-'} of {len(accs)} | {min(accs):.4f}-{max(accs):.4f} |"
                      + "".join(f" {e['variants'][v]['kendall_tau']:+.3f} [{e['variants'][v]['kendall_tau_ci'][0]:+.2f}, "
-                               f"{e['variants'][v]['kendall_tau_ci'][1]:+.2f}] |" for v in variants))
+                               f"{e['variants'][v]['kendall_tau_ci'][1]:+.2f}] |" for v in variants)
+                     + "".join(f" {_tau(e['proxies'].get(k))} |" for k in ("latency_ms", "macs")))
     lines += ["", "The chosen candidate (derive's score) against the one derive's accuracy-noise rule picks (the fastest "
                   "candidate within the supernet accuracy's noise of the best admissible one), both retrained:", "",
               "| run | score's choice: test acc | ms | rule's choice: test acc | ms | same candidate |", "|---|---|---|---|---|---|"]
