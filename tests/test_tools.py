@@ -289,6 +289,7 @@ def test_supernet_ranking_reuses_retrains_and_reports_tau(tmp_path, monkeypatch)
         assert e["candidates"][2]["retrained_in"] == e["run"]
         assert abs(e["proxies"]["latency_ms"]["kendall_tau"] - 4 / 6) < 1e-12  # latency 1, 2, 3, 4 ms: same order
         assert e["noise_rule"] == {"arch": "a0", "differs": True, "test_accuracy": 0.90, "latency_ms": 1.0}
+    assert abs(rep["pooled"]["latency_ms"]["kendall_tau"] - rep["pooled"]["kendall_tau"]) < 1e-12  # same order
     assert rep["pooled"]["n"] == 8 and (out / "ranking.png").is_file() and "| seed1-hw1 | 0.9300 | 3.00 | 0.9000 | 1.00 | no |" in (out / "ranking.md").read_text()
     # the chosen candidate retrained with two more seeds (finished: reused): sd of 0.93, 0.92, 0.94 = 0.01
     for r in runs:

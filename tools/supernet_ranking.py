@@ -229,6 +229,10 @@ def main(argv=None) -> int:
             ys += [r["test_accuracy"] for r in e["candidates"]]
         t = kendall_tau_interval(xs, ys)
         report["pooled"] = {"n": len(xs), "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+        lat = [r["latency_ms"] for e in report["runs"] for r in e["candidates"]]
+        if None not in lat:  # the size baseline pooled as is (one device, one unit)
+            t = kendall_tau_interval(lat, ys)
+            report["pooled"]["latency_ms"] = {"kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
     sds = [e["retrain_noise"] for e in report["runs"] if "retrain_noise" in e]
     if sds:
         dof = sum(len(n["test_accuracy"]) - 1 for n in sds)
@@ -268,7 +272,8 @@ def main(argv=None) -> int:
     if "pooled" in report:
         p = report["pooled"]
         lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
-                      f"[{p['kendall_tau_ci'][0]:+.3f}, {p['kendall_tau_ci'][1]:+.3f}] over {p['n']} candidates."]
+                      f"[{p['kendall_tau_ci'][0]:+.3f}, {p['kendall_tau_ci'][1]:+.3f}] over {p['n']} candidates"
+                      + (f"; measured latency alone: tau {_tau(p['latency_ms'])}." if "latency_ms" in p else ".")]
     atomic_write_text(out / "ranking.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
