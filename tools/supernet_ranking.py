@@ -116,6 +116,12 @@ def perfect_ranker_tau(observed: list[float], sd: float, n: int = 2000, seed: in
     return float(np.mean(taus))
 
 
+def _tau_entry(x: list[float], y: list[float]) -> dict[str, Any]:
+    """Kendall tau of ``x`` against ``y`` with its bootstrap interval, as stored in ranking.json."""
+    t = kendall_tau_interval(x, y)
+    return {"kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+
+
 def _tau(t: dict[str, Any] | None) -> str:
     return "-" if t is None else f"{t['kendall_tau']:+.3f} [{t['kendall_tau_ci'][0]:+.2f}, {t['kendall_tau_ci'][1]:+.2f}]"
 
@@ -156,6 +162,43 @@ def plot_ranking(entries: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def report_lines(report: dict[str, Any], variants: list[str]) -> list[str]:
+    """``ranking.md``: per run tau, its interval, the chosen one's rank, the variants and the size
+    baselines; the score's choice vs the accuracy-noise rule's; the retraining noise; the pooled tau."""
+    lines = ["| run | candidates | Kendall tau | 95 % interval | chosen's rank after retraining | retrained acc range |"
+             + "".join(f" tau {v} |" for v in variants) + " tau of latency alone | tau of MACs alone |",
+             "|---|---|---|---|---|---|" + "---|" * (len(variants) + 2)]
+    for e in report["runs"]:
+        accs = [r["test_accuracy"] for r in e["candidates"]]
+        lines.append(f"| {e['label']} | {len(accs)} | {e['kendall_tau']:+.3f} | [{e['kendall_tau_ci'][0]:+.3f}, "
+                     f"{e['kendall_tau_ci'][1]:+.3f}] | {e['chosen_rank'] or '-'} of {len(accs)} | {min(accs):.4f}-{max(accs):.4f} |"
+                     + "".join(f" {_tau(e['variants'][v])} |" for v in variants)
+                     + "".join(f" {_tau(e['proxies'].get(k))} |" for k in ("latency_ms", "macs")))
+    lines += ["", "The chosen candidate (derive's score) against the one derive's accuracy-noise rule picks (the fastest "
+                  "candidate within the supernet accuracy's noise of the best admissible one), both retrained:", "",
+              "| run | score's choice: test acc | ms | rule's choice: test acc | ms | same candidate |", "|---|---|---|---|---|---|"]
+    for e in report["runs"]:
+        c = next((r for r in e["candidates"] if r["chosen"]), None)
+        n = e.get("noise_rule")
+        if c is None or n is None:
+            continue
+        lines.append(f"| {e['label']} | {c['test_accuracy']:.4f} | {_ms(c['latency_ms'])} | {n['test_accuracy']:.4f} | "
+                     f"{_ms(n['latency_ms'])} | {'no' if n['differs'] else 'yes'} |")
+    if "retrain_noise" in report:
+        rn = report["retrain_noise"]
+        lines += ["", f"Retraining noise: the chosen candidate retrained with other seeds has a test-accuracy sd of "
+                      f"{rn['sd']:.4f} ({rn['dof']} degrees of freedom, pooled over runs). Against retrained accuracies "
+                      "this noisy, even a ranker that knew every candidate's true accuracy would reach about tau "
+                      + ", ".join(f"{t:+.2f}" for t in rn["perfect_ranker_tau"]) + " (per run, simulated): the ceiling "
+                      "to read the measured tau against."]
+    if "pooled" in report:
+        p = report["pooled"]
+        lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
+                      f"[{p['kendall_tau_ci'][0]:+.3f}, {p['kendall_tau_ci'][1]:+.3f}] over {p['n']} candidates"
+                      + (f"; measured latency alone: tau {_tau(p['latency_ms'])}." if "latency_ms" in p else ".")]
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="finished run directories (their candidates are pooled per run)")
@@ -185,17 +228,15 @@ def main(argv=None) -> int:
                          "latency_ms": c.get("latency_ms"), "macs": c.get("macs"), "chosen": bool(c.get("chosen")),
                          "retrained_in": source})
             _logger.info("%s cand%d: supernet %.4f, retrained %.4f", label, i, c["val_accuracy"], acc)
-        tau = kendall_tau_interval([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows])
+        tau = _tau_entry([r["supernet_accuracy"] for r in rows], [r["test_accuracy"] for r in rows])
         proxies: dict[str, Any] = {}
         # the baselines a ranker has to beat: "bigger is better" by measured latency or by MACs alone
         for key in ("latency_ms", "macs"):
             vals = [r[key] for r in rows]
             if None not in vals and len(set(vals)) > 1:
-                t = kendall_tau_interval(vals, [r["test_accuracy"] for r in rows])
-                proxies[key] = {"kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+                proxies[key] = _tau_entry(vals, [r["test_accuracy"] for r in rows])
         chosen = next((r["test_accuracy"] for r in rows if r["chosen"]), None)
-        entry = {"run": str(run), "label": label, "candidates": rows, "kendall_tau": tau[0],
-                 "kendall_tau_ci": [tau[1], tau[2]],
+        entry = {"run": str(run), "label": label, "candidates": rows, **tau,
                  # 1 = the chosen candidate is also the best after retraining (ties count in its favour)
                  "chosen_rank": None if chosen is None else 1 + sum(r["test_accuracy"] > chosen for r in rows),
                  "variants": {}, "proxies": proxies}
@@ -216,8 +257,7 @@ def main(argv=None) -> int:
             _logger.info("%s: %s retrained with %d seeds: %s", label, ref["arch"], len(accs), accs)
         for v in variants:
             accs = variant_accuracies(run, out / label, v, [r["arch"] for r in rows])
-            t = kendall_tau_interval(accs, [r["test_accuracy"] for r in rows])
-            entry["variants"][v] = {"supernet_accuracy": accs, "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+            entry["variants"][v] = {"supernet_accuracy": accs, **_tau_entry(accs, [r["test_accuracy"] for r in rows])}
         report["runs"].append(entry)
     if len(report["runs"]) > 1:
         # pooled: each run's supernet accuracies centred on their run's mean (different supernets, different scales)
@@ -227,12 +267,10 @@ def main(argv=None) -> int:
             mx = sum(sx) / len(sx)
             xs += [x - mx for x in sx]
             ys += [r["test_accuracy"] for r in e["candidates"]]
-        t = kendall_tau_interval(xs, ys)
-        report["pooled"] = {"n": len(xs), "kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+        report["pooled"] = {"n": len(xs), **_tau_entry(xs, ys)}
         lat = [r["latency_ms"] for e in report["runs"] for r in e["candidates"]]
         if None not in lat:  # the size baseline pooled as is (one device, one unit)
-            t = kendall_tau_interval(lat, ys)
-            report["pooled"]["latency_ms"] = {"kendall_tau": t[0], "kendall_tau_ci": [t[1], t[2]]}
+            report["pooled"]["latency_ms"] = _tau_entry(lat, ys)
     sds = [e["retrain_noise"] for e in report["runs"] if "retrain_noise" in e]
     if sds:
         dof = sum(len(n["test_accuracy"]) - 1 for n in sds)
@@ -242,38 +280,7 @@ def main(argv=None) -> int:
                                                                              sd) for e in report["runs"]]}
     atomic_write_json(out / "ranking.json", report)
     plot_ranking(report["runs"], out / "ranking.png")
-    lines = ["| run | candidates | Kendall tau | 95 % interval | chosen's rank after retraining | retrained acc range |"
-             + "".join(f" tau {v} |" for v in variants) + " tau of latency alone | tau of MACs alone |",
-             "|---|---|---|---|---|---|" + "---|" * (len(variants) + 2)]
-    for e in report["runs"]:
-        accs = [r["test_accuracy"] for r in e["candidates"]]
-        lines.append(f"| {e['label']} | {len(accs)} | {e['kendall_tau']:+.3f} | [{e['kendall_tau_ci'][0]:+.3f}, "
-                     f"{e['kendall_tau_ci'][1]:+.3f}] | {e['chosen_rank'] or '-'} of {len(accs)} | {min(accs):.4f}-{max(accs):.4f} |"
-                     + "".join(f" {e['variants'][v]['kendall_tau']:+.3f} [{e['variants'][v]['kendall_tau_ci'][0]:+.2f}, "
-                               f"{e['variants'][v]['kendall_tau_ci'][1]:+.2f}] |" for v in variants)
-                     + "".join(f" {_tau(e['proxies'].get(k))} |" for k in ("latency_ms", "macs")))
-    lines += ["", "The chosen candidate (derive's score) against the one derive's accuracy-noise rule picks (the fastest "
-                  "candidate within the supernet accuracy's noise of the best admissible one), both retrained:", "",
-              "| run | score's choice: test acc | ms | rule's choice: test acc | ms | same candidate |", "|---|---|---|---|---|---|"]
-    for e in report["runs"]:
-        c = next((r for r in e["candidates"] if r["chosen"]), None)
-        n = e.get("noise_rule")
-        if c is None or n is None:
-            continue
-        lines.append(f"| {e['label']} | {c['test_accuracy']:.4f} | {_ms(c['latency_ms'])} | {n['test_accuracy']:.4f} | "
-                     f"{_ms(n['latency_ms'])} | {'no' if n['differs'] else 'yes'} |")
-    if "retrain_noise" in report:
-        rn = report["retrain_noise"]
-        lines += ["", f"Retraining noise: the chosen candidate retrained with other seeds has a test-accuracy sd of "
-                      f"{rn['sd']:.4f} ({rn['dof']} degrees of freedom, pooled over runs). Against retrained accuracies "
-                      "this noisy, even a ranker that knew every candidate's true accuracy would reach about tau "
-                      + ", ".join(f"{t:+.2f}" for t in rn["perfect_ranker_tau"]) + " (per run, simulated): the ceiling "
-                      "to read the measured tau against."]
-    if "pooled" in report:
-        p = report["pooled"]
-        lines += ["", f"Pooled over runs (supernet accuracy centred per run): tau {p['kendall_tau']:+.3f} "
-                      f"[{p['kendall_tau_ci'][0]:+.3f}, {p['kendall_tau_ci'][1]:+.3f}] over {p['n']} candidates"
-                      + (f"; measured latency alone: tau {_tau(p['latency_ms'])}." if "latency_ms" in p else ".")]
+    lines = report_lines(report, variants)
     atomic_write_text(out / "ranking.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
