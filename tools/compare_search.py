@@ -465,7 +465,8 @@ def rule_comparison(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
               "d_ms": r["rule_pick"]["latency_ms"] - r["latency_ms"]} for r in rows if r.get("rule_pick")]
     if not pairs:
         return None
-    a, lt = mean_interval([c["d_accuracy"] for c in pairs]), mean_interval([c["d_ms"] for c in pairs])
+    a = paired_interval([c["rule_accuracy"] for c in pairs], [c["score_accuracy"] for c in pairs])
+    lt = paired_interval([c["rule_ms"] for c in pairs], [c["score_ms"] for c in pairs])
     return {"n": len(pairs), "pairs": pairs, "d_accuracy": a[0], "d_accuracy_ci": [a[1], a[2]],
             "d_ms": lt[0], "d_ms_ci": [lt[1], lt[2]]}
 
