@@ -169,6 +169,47 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     assert "| hw | objective.latency_weight=-0.1 | 2.50 | 0.250 | 1 of 2 | fmb 2, skip 2; relu 2 |" in (tmp_path / "study.md").read_text()
 
 
+def test_compare_search_report_and_paired_against_a_baseline(tmp_path, monkeypatch):
+    """``--report`` on a study in progress starts nothing, leaves the unfinished run out and names it;
+    ``--paired-against hw0`` gives each setting minus the baseline by seed (accuracy, latency, I, E);
+    a baseline that never finished is a clear error."""
+    tool = _load_tool("compare_search")
+    runs = {(0, "hw0"): (0.90, 10.0, 2.0, 0.30, "a"), (1, "hw0"): (0.91, 11.0, 3.0, 0.40, "b"),
+            (0, "hw1"): (0.92, 9.0, 5.0, 0.35, "c"), (1, "hw1"): (0.92, 10.0, 6.0, 0.50, "b"),
+            (0, "hw2"): (0.89, 12.0, 2.0, 0.30, "a")}  # seed 1's hw2 never finished
+    for (seed, name), (a, ms, i, e, arch) in runs.items():
+        d = tmp_path / f"seed{seed}" / name
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "test_accuracy": a, "latency_ms": ms, "latency_ms_predicted": ms, "macs": 1, "params": 1,
+            "search_seconds": 5.0, "intensity": i, "efficiency": e, "arch": f"fmb_k3_e2_relu-{arch}"}))
+    (tmp_path / "seed1" / "hw2").mkdir()  # started, not finished: report mode must not resume it
+
+    def no_fit(*a, **k):
+        raise AssertionError(f"report mode started a process: {a}")
+
+    monkeypatch.setattr(tool.subprocess, "run", no_fit)
+    args = ["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--methods", "hw", "--hw", "objective.form=mnasnet",
+            "--hw", "objective.intensity_weight=0.2", "--hw", "objective.efficiency_weight=0.2", "--report"]
+    assert tool.main(args + ["--paired-against", "hw0"]) == 0
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert study["missing"] == [str(tmp_path / "seed1" / "hw2")]
+    md = (tmp_path / "study.md").read_text()
+    assert md.startswith("**Interim report**: 1 run(s) not finished") and "`seed1/hw2`" in md
+    hw1, hw2 = study["paired_against"]
+    assert hw1["hw"] == "hw1" and hw1["n"] == 2 and hw1["same_arch"] == 1
+    assert abs(hw1["d_test_accuracy"] - 0.015) < 1e-12 and abs(hw1["d_latency_ms"] + 1.0) < 1e-12
+    assert abs(hw1["d_intensity"] - 3.0) < 1e-12 and abs(hw1["d_efficiency"] - 0.075) < 1e-12
+    lo, hi = hw1["d_test_accuracy_ci"]  # differences 0.02 and 0.01: t(0.975, 1) * 0.00707 / 1.414 = 0.0635
+    assert abs((hi - lo) / 2 - 0.06353) < 1e-4
+    assert hw2["n"] == 1 and hw2["same_arch"] == 1 and abs(hw2["d_latency_ms"] - 2.0) < 1e-12
+    assert "| hw1 | theta=0.2 | 2 | 1 of 2 | +0.0150 |" in md
+    with pytest.raises(SystemExit, match="no finished hw run of that name"):
+        tool.main(args + ["--paired-against", "hw7"])
+    with pytest.raises(SystemExit, match="give --seeds too"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--report"])
+
+
 def test_time_to_accuracy_curves_and_table(tmp_path, capsys):
     from hwnas_darts.plots import accuracy_curve, time_to_accuracy
 

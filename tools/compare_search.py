@@ -64,11 +64,16 @@ DEFAULT_HW = [
 ]
 
 
-def run_fit(out: Path, cfg_path: str | None, overrides: list[str], arch: str | None = None) -> dict[str, Any]:
-    """One ``fit`` run (or reuse its finished metrics); returns metrics.json plus the wall time."""
+def run_fit(out: Path, cfg_path: str | None, overrides: list[str], arch: str | None = None,
+            missing: list[str] | None = None) -> dict[str, Any] | None:
+    """One ``fit`` run (or reuse its finished metrics); returns metrics.json plus the wall time.
+    ``missing`` (report mode): start nothing; an unfinished run is appended to it and None returned."""
     metrics = out / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
+    if missing is not None:
+        missing.append(str(out))
+        return None
     # a study compares accuracy and latency: the exports (and their verification processes) are skipped
     cmd = [sys.executable, "-m", "hwnas_darts.fit", "--out", str(out), "trainer.progress=false",
            "export.torchscript=false", "export.program=false", *overrides]
@@ -172,8 +177,10 @@ def plot(points: dict[str, list[tuple[float, float, str]]], path: Path) -> None:
 
 
 def study_seed(args, seed: int | None, out: Path, base: list[str], space: SearchSpace, cfg, model: LatencyModel,
-               hw_settings: list[str], flops_settings: list[str]) -> list[dict[str, Any]]:
-    """Every method of the study for one seed (finished runs are reused, unfinished ones resumed)."""
+               hw_settings: list[str], flops_settings: list[str],
+               missing: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every method of the study for one seed (finished runs are reused, unfinished ones resumed).
+    ``missing`` (report mode, ``--report``): nothing is run; unfinished runs are listed there and left out."""
     methods = args.methods.split(",")
     base = base + ([f"seed={seed}"] if seed is not None else [])
     seed = cfg.seed if seed is None else seed
@@ -188,7 +195,9 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             ov = base + setting.split() + (["objective.cost=macs"] if method == "flops" else [])
             name = f"{method}{i}"
             _logger.info("seed %s %s: %s", seed, name, " ".join(ov))
-            m = run_fit(out / name, args.config, ov)
+            m = run_fit(out / name, args.config, ov, missing=missing)
+            if m is None:
+                continue
             # the budget random search gets: what the hw search spent choosing (search + derive)
             budgets.append(m["search_seconds"] + (m.get("derive_seconds") or 0.0))
             rule = _noise_rule(out / name)
@@ -198,13 +207,17 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
                          "chosen_by_accuracy_noise_rule": None if rule is None else bool(rule["differs"])})
             if args.rule_picks and rule is not None and rule.get("choice") not in (None, m["arch"]):
                 # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won
-                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule["choice"])
-                rows[-1]["rule_pick"] = {k: r.get(k) for k in keys}
+                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule["choice"], missing=missing)
+                if r is not None:
+                    rows[-1]["rule_pick"] = {k: r.get(k) for k in keys}
 
     if "random" in methods:
         rs_path = out / "random_search.json"
         if rs_path.is_file():
             rs = json.loads(rs_path.read_text())
+        elif missing is not None:
+            missing.append(str(rs_path))
+            rs = {"archs": [], "seconds": None}
         else:
             budget = args.random_budget or (statistics.median(budgets) if budgets else 300.0)
             dm = HwnasDataModule(cfg.data, seed, mode="search")
@@ -228,14 +241,18 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
                 best[b] = a
         for b, a in sorted(best.items()):
             name = f"random{b}"
-            m = run_fit(out / name, args.config, base, arch=a["arch"])
+            m = run_fit(out / name, args.config, base, arch=a["arch"], missing=missing)
+            if m is None:
+                continue
             rows.append({"method": "random", "name": name, "setting": f"bucket {b}", "seed": seed,
                          **{k: m.get(k) for k in keys}, "search_seconds": rs["seconds"],
                          "sampled": len(rs["archs"])})
 
     if "hand" in methods:
         for label, arch in hand_designed(space).items():
-            m = run_fit(out / label, args.config, base, arch=arch.to_string())
+            m = run_fit(out / label, args.config, base, arch=arch.to_string(), missing=missing)
+            if m is None:
+                continue
             rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m.get(k) for k in keys},
                          "search_seconds": 0.0})
     return rows
@@ -320,6 +337,30 @@ def paired_tables(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def paired_against(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """Every hw run minus the hw run named ``baseline`` (an ablation's reference setting), paired by
+    seed: test accuracy, measured latency, operational intensity and execution efficiency, each with
+    its mean difference and 95 % interval, and in how many seeds the search found the baseline's network."""
+    by = {(r["name"], r["seed"]): r for r in rows if r["method"] == "hw"}
+    if not any(name == baseline for name, _ in by):
+        raise SystemExit(f"--paired-against {baseline}: no finished hw run of that name "
+                         f"(hw runs: {', '.join(sorted({n for n, _ in by})) or 'none'})")
+    out = []
+    for name in sorted({n for n, _ in by if n != baseline}):
+        pairs = [(by[(name, s)], by[(baseline, s)]) for n, s in sorted(by) if n == name and (baseline, s) in by]
+        if not pairs:
+            continue
+        rec: dict[str, Any] = {"hw": name, "vs": baseline, "setting": pairs[0][0]["setting"], "n": len(pairs),
+                               "seeds": [a["seed"] for a, _ in pairs],
+                               "same_arch": sum(a["arch"] == b["arch"] for a, b in pairs)}
+        for key in ("test_accuracy", "latency_ms", "intensity", "efficiency"):
+            if all(a.get(key) is not None and b.get(key) is not None for a, b in pairs):
+                m, lo, hi = paired_interval([a[key] for a, _ in pairs], [b[key] for _, b in pairs])
+                rec[f"d_{key}"], rec[f"d_{key}_ci"] = m, [lo, hi]
+        out.append(rec)
+    return out
+
+
 _SHORT = (("objective.", ""), ("form=mnasnet", ""), ("target_quantile=", "q"), ("intensity_weight=", "theta="),
           ("efficiency_weight=", "gamma="), ("latency_weight=", "w="), ("latency_target=", "target="))
 
@@ -386,8 +427,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rule-picks", action="store_true", help="also retrain the candidate derive's accuracy-noise "
                                                                 "rule picks where it differs from the score's choice, "
                                                                 "and compare the two (multi-seed report)")
+    ap.add_argument("--report", action="store_true", help="start nothing: aggregate the finished runs of the "
+                    "given seeds (a study in progress: the unfinished runs are named in study.md and left out)")
+    ap.add_argument("--paired-against", metavar="RUN", help="also compare every hw run with this one (e.g. hw0, an "
+                    "ablation's reference setting), paired by seed: accuracy, latency, I and E differences")
     ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
+    if (args.report or args.paired_against) and not args.seeds:
+        raise SystemExit("--report and --paired-against aggregate a multi-seed study: give --seeds too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -406,9 +453,10 @@ def main(argv=None) -> int:
     model = LatencyModel(table, space)
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")]
+        missing: list[str] | None = [] if args.report else None
         rows = [r for s in seeds for r in study_seed(args, s, out / f"seed{s}", base, space, cfg, model, hw_settings,
-                                                     flops_settings)]
-        return write_multi(out, rows, table)
+                                                     flops_settings, missing)]
+        return write_multi(out, rows, table, args.paired_against, missing)
     rows = study_seed(args, None, out, base, space, cfg, model, hw_settings, flops_settings)
     ref_lat = 1.1 * max(r["latency_ms"] for r in rows)
     ref_acc = min(r["test_accuracy"] for r in rows) - 0.01
@@ -471,11 +519,20 @@ def rule_comparison(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             "d_ms": lt[0], "d_ms_ci": [lt[1], lt[2]]}
 
 
-def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
-    """``study.json``, ``study.md`` and ``study.png`` of a multi-seed study."""
+def write_multi(out: Path, rows: list[dict[str, Any]], table, baseline: str | None = None,
+                missing: list[str] | None = None) -> int:
+    """``study.json``, ``study.md`` and ``study.png`` of a multi-seed study (``baseline``: also every hw
+    run against that one, paired by seed; ``missing``: a report of a study in progress, naming what is unfinished)."""
+    if not rows:
+        raise SystemExit(f"no finished run under {out}: nothing to report")
     groups, paired, noise = aggregate(rows), paired_tables(rows), noise_floors(rows)
+    ablation = paired_against(rows, baseline) if baseline else []
     plot_multi(groups, out / "study.png")
-    lines = ["| method | setting | seeds | test acc (mean) | 95 % interval | latency ms (mean) | 95 % interval |",
+    lines = []
+    if missing:
+        lines += [f"**Interim report**: {len(missing)} run(s) not finished and left out: "
+                  + ", ".join(f"`{Path(m).parent.name}/{Path(m).name}`" for m in missing) + ".", ""]
+    lines += ["| method | setting | seeds | test acc (mean) | 95 % interval | latency ms (mean) | 95 % interval |",
              "|---|---|---|---|---|---|---|"]
     for g in groups:
         lines.append(f"| {g['method']} | {g['setting']} | {','.join(map(str, g['seeds']))} | {g['test_accuracy']:.4f} | "
@@ -485,6 +542,17 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
     for p in paired:
         lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
                      f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
+    if ablation:
+        lines += ["", f"Against {baseline} (that setting minus {baseline}, paired by seed; an interval that contains 0 "
+                      "is no difference):", "",
+                  "| hw run | setting | seeds | same network | d test acc | 95 % interval | d latency ms | 95 % interval "
+                  "| d I | d E |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for p in ablation:
+            di = f"{p['d_intensity']:+.2f} {_ci(p['d_intensity_ci'], 2)}" if "d_intensity" in p else "-"
+            de = f"{p['d_efficiency']:+.3f} {_ci(p['d_efficiency_ci'], 3)}" if "d_efficiency" in p else "-"
+            lines.append(f"| {p['hw']} | {short_setting(p['setting'])} | {p['n']} | {p['same_arch']} of {p['n']} | "
+                         f"{p['d_test_accuracy']:+.4f} | {_ci(p['d_test_accuracy_ci'])} | {p['d_latency_ms']:+.2f} | "
+                         f"{_ci(p['d_latency_ms_ci'], 2)} | {di} | {de} |")
     lines += ["", "What the found networks are (per method and setting, over its seeds): mean operational intensity "
                   "(FLOP/byte), mean execution efficiency (achieved / roofline), distinct architectures, layers per op "
                   "family and activation:", "",
@@ -524,7 +592,8 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table) -> int:
                       f"{_ci(rule_cmp['d_ms_ci'], 2)} (95 % intervals)."]
     atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "study.json", {"rows": rows, "groups": groups, "paired": paired, "noise": noise,
-                                           "rule_picks": rule_cmp,
+                                           "rule_picks": rule_cmp, "paired_against": ablation,
+                                           "missing": missing or [],
                                            "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0
