@@ -204,8 +204,12 @@ def test_compare_search_report_and_paired_against_a_baseline(tmp_path, monkeypat
     assert abs((hi - lo) / 2 - 0.06353) < 1e-4
     assert hw2["n"] == 1 and hw2["same_arch"] == 1 and abs(hw2["d_latency_ms"] - 2.0) < 1e-12
     assert "| hw1 | theta=0.2 | 2 | 1 of 2 | +0.0150 |" in md
-    with pytest.raises(SystemExit, match="no finished hw run of that name"):
+    with pytest.raises(SystemExit, match="not an hw run of this study"):
         tool.main(args + ["--paired-against", "hw7"])
+    (tmp_path / "seed0" / "hw0" / "metrics.json").unlink()
+    (tmp_path / "seed1" / "hw0" / "metrics.json").unlink()
+    with pytest.raises(SystemExit, match="no finished hw run of that name"):
+        tool.main(args + ["--paired-against", "hw0"])
     with pytest.raises(SystemExit, match="give --seeds too"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--report"])
 

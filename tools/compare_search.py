@@ -444,6 +444,10 @@ def main(argv=None) -> int:
     else:
         hw_settings = args.hw or DEFAULT_HW
     flops_settings = args.flops or [h for h in hw_settings if "latency_weight=0.0" not in h]
+    names = [f"hw{i}" for i in range(len(hw_settings))]
+    if args.paired_against and ("hw" not in args.methods.split(",") or args.paired_against not in names):
+        raise SystemExit(f"--paired-against {args.paired_against}: not an hw run of this study "
+                         f"(with --methods hw, its hw runs are {', '.join(names)}, one per --hw setting in order)")
     base = list(args.fit_overrides)
     cfg = load_config(args.config, base)
     space = SearchSpace.from_config(cfg)
