@@ -373,7 +373,10 @@ def short_setting(setting: str) -> str:
     return " ".join(setting.split()) or "default"
 
 
-def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
+def plot_multi(groups: list[dict[str, Any]], path: Path, rows: list[dict[str, Any]] | None = None) -> None:
+    """Mean and 95 % interval per method and setting; with ``rows``, every seed's network as a faint
+    point too, and the axes fitted to those points (a t-interval over 2-3 seeds is wide: it is clipped
+    at the frame rather than shrinking the points into a corner)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,8 +384,13 @@ def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
     markers = {"hw": "o", "flops": "s", "random": "^", "hand": "D"}
-    for method in sorted({g["method"] for g in groups}):
+    for k, method in enumerate(sorted({g["method"] for g in groups})):
         gs = [g for g in groups if g["method"] == method]
+        color = f"C{k}"
+        if rows:
+            pts = [(r["latency_ms"], r["test_accuracy"]) for r in rows if r["method"] == method]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=markers.get(method, "x"), s=16, alpha=0.5,
+                       color=color, linewidths=0)
 
         def err(key, ci):
             return [[g[key] - g[ci][0] if g[ci][0] == g[ci][0] else 0 for g in gs],
@@ -390,11 +398,17 @@ def plot_multi(groups: list[dict[str, Any]], path: Path) -> None:
 
         ax.errorbar([g["latency_ms"] for g in gs], [g["test_accuracy"] for g in gs],
                     xerr=err("latency_ms", "latency_ms_ci"), yerr=err("test_accuracy", "test_accuracy_ci"),
-                    fmt=markers.get(method, "x"), capsize=3, label=method)
+                    fmt=markers.get(method, "x"), capsize=3, elinewidth=0.8, label=method, color=color)
         for g in gs:
             ax.annotate(short_setting(g["setting"]), (g["latency_ms"], g["test_accuracy"]), fontsize=6,
                         xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("measured latency (ms), mean and 95 % interval over seeds")
+    if rows:
+        lat = [r["latency_ms"] for r in rows]
+        acc = [r["test_accuracy"] for r in rows]
+        pad_l, pad_a = 0.08 * (max(lat) - min(lat) or 1.0), 0.15 * (max(acc) - min(acc) or 0.01)
+        ax.set_xlim(max(0.0, min(lat) - pad_l), max(lat) + pad_l)
+        ax.set_ylim(min(acc) - pad_a, max(acc) + pad_a)
+    ax.set_xlabel("measured latency (ms), mean and 95 % interval over seeds" + ("; faint: each seed" if rows else ""))
     ax.set_ylabel("test accuracy after retraining, mean and 95 % interval")
     ax.set_title("search methods across seeds")
     ax.legend()
@@ -531,7 +545,7 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table, baseline: str | No
         raise SystemExit(f"no finished run under {out}: nothing to report")
     groups, paired, noise = aggregate(rows), paired_tables(rows), noise_floors(rows)
     ablation = paired_against(rows, baseline) if baseline else []
-    plot_multi(groups, out / "study.png")
+    plot_multi(groups, out / "study.png", rows)
     lines = []
     if missing:
         lines += [f"**Interim report**: {len(missing)} run(s) not finished and left out: "
