@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -212,6 +213,49 @@ def test_compare_search_report_and_paired_against_a_baseline(tmp_path, monkeypat
         tool.main(args + ["--paired-against", "hw0"])
     with pytest.raises(SystemExit, match="give --seeds too"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--report"])
+
+
+def test_compare_search_remeasure_passes_and_takes_the_median(tmp_path, monkeypatch):
+    """``--remeasure 2``: every network measured again, pass after pass over all networks (one
+    measurement call per pass, as a run's profile stage measures); the tables use the median of the
+    in-run and re-measured latencies, the spread is a noise floor, and a second invocation (or
+    ``--report``) measures nothing."""
+    from types import SimpleNamespace
+
+    tool = _load_tool("compare_search")
+    for seed in (0, 1):
+        d = tmp_path / f"seed{seed}" / "hw0"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "test_accuracy": 0.9, "latency_ms": 10.0, "latency_ms_predicted": 10.0, "macs": 1, "params": 1,
+            "search_seconds": 5.0, "arch": "conv_k3_relu" if seed == 0 else "fmb_k3_e2_relu"}))
+    calls = []
+    again = iter([12.0, 10.0, 11.0, 10.0])  # seed 0's network: 10 in its run, then 12 and 11: median 11, spread 20 %
+
+    def fake_measure(space, archs, settings, table, info=None):
+        calls.append([a.to_string() for a in archs])
+        info["anchor_factor"] = 1.0
+        return [SimpleNamespace(median_ms=next(again), process_medians_ms=[1.0]) for _ in archs]
+
+    def no_fit(*a, **k):
+        raise AssertionError(f"a finished run was recomputed: {a}")
+
+    monkeypatch.setattr(tool, "measure_arch_timings", fake_measure)
+    monkeypatch.setattr(tool.subprocess, "run", no_fit)
+    monkeypatch.setattr(tool, "hand_designed", lambda space: {})
+    args = ["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--methods", "hw", "--hw",
+            "objective.form=mnasnet", "--remeasure", "2"]
+    assert tool.main(args) == 0
+    assert calls == [["conv_k3_relu", "fmb_k3_e2_relu"]] * 2  # two passes, each over both networks
+    study = json.loads((tmp_path / "study.json").read_text())
+    r0 = next(r for r in study["rows"] if r["seed"] == 0)
+    assert r0["latency_ms_all"] == [10.0, 12.0, 11.0] and r0["latency_ms"] == 11.0 and r0["latency_ms_in_run"] == 10.0
+    noise = study["noise"]
+    assert noise["remeasured"] == 2 and noise["remeasure_n"] == 3 and abs(noise["remeasure_spread_max"] - 0.2) < 1e-12
+    assert "measured up to 3 times" in (tmp_path / "study.md").read_text()
+    assert json.loads((tmp_path / "seed0" / "hw0" / "remeasure2.json").read_text())["pass"] == 2
+    calls.clear()
+    assert tool.main(args) == 0 and tool.main(args + ["--report"]) == 0 and calls == []
 
 
 def test_time_to_accuracy_curves_and_table(tmp_path, capsys):

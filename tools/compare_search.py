@@ -46,7 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 from hwnas_darts.config import load_config  # noqa: E402
 from hwnas_darts.data import HwnasDataModule, cycle_batches, make_loader  # noqa: E402
 from hwnas_darts.hardware.measure import MeasureSettings  # noqa: E402
-from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
+from hwnas_darts.hardware.model import LatencyModel, measure_arch_timings  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas_darts.lut import obtain_table  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
@@ -204,12 +204,13 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             rows.append({"method": method, "name": name, "setting": setting, "seed": seed,
                          **{k: m.get(k) for k in keys}, "search_seconds": m["search_seconds"],
                          "derive_seconds": m.get("derive_seconds"),
-                         "chosen_by_accuracy_noise_rule": None if rule is None else bool(rule["differs"])})
+                         "chosen_by_accuracy_noise_rule": None if rule is None else bool(rule["differs"]),
+                         "dir": str(out / name)})
             if args.rule_picks and rule is not None and rule.get("choice") not in (None, m["arch"]):
                 # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won
                 r = run_fit(out / f"{name}_rule", args.config, base, arch=rule["choice"], missing=missing)
                 if r is not None:
-                    rows[-1]["rule_pick"] = {k: r.get(k) for k in keys}
+                    rows[-1]["rule_pick"] = {**{k: r.get(k) for k in keys}, "dir": str(out / f"{name}_rule")}
 
     if "random" in methods:
         rs_path = out / "random_search.json"
@@ -246,7 +247,7 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
                 continue
             rows.append({"method": "random", "name": name, "setting": f"bucket {b}", "seed": seed,
                          **{k: m.get(k) for k in keys}, "search_seconds": rs["seconds"],
-                         "sampled": len(rs["archs"])})
+                         "sampled": len(rs["archs"]), "dir": str(out / name)})
 
     if "hand" in methods:
         for label, arch in hand_designed(space).items():
@@ -254,8 +255,41 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
             if m is None:
                 continue
             rows.append({"method": "hand", "name": label, "setting": label, "seed": seed, **{k: m.get(k) for k in keys},
-                         "search_seconds": 0.0})
+                         "search_seconds": 0.0, "dir": str(out / label)})
     return rows
+
+
+def remeasure(rows: list[dict[str, Any]], repeats: int, space: SearchSpace, settings: MeasureSettings, table,
+              report: bool = False) -> None:
+    """Measure every network of the study again, ``repeats`` passes after all runs finished: each pass
+    measures all networks together, the way a run's profile stage does (``measure_arch_timings``:
+    ``hardware.processes`` fresh processes, anchored to the table's calibration networks), so one
+    network's repeats lie minutes apart and in other processes than its in-run measurement. Each row
+    (and rule pick) then reports the median of its in-run and re-measured latencies as ``latency_ms``,
+    every measurement in ``latency_ms_all`` and the in-run one in ``latency_ms_in_run``. Finished
+    passes (``RUN/remeasure{k}.json``) are reused; ``report``: measure nothing, use those present."""
+    recs = [r for r in rows if r.get("dir")] + [r["rule_pick"] for r in rows if r.get("rule_pick", {}).get("dir")]
+    for k in range(1, repeats + 1):
+        todo = [rec for rec in recs if not (Path(rec["dir"]) / f"remeasure{k}.json").is_file()]
+        if not todo or report:
+            continue
+        _logger.info("re-measure pass %d/%d: %d networks", k, repeats, len(todo))
+        info: dict[str, Any] = {}
+        timings = measure_arch_timings(space, [Arch.from_string(rec["arch"], space_id=space.space_id) for rec in todo],
+                                       settings, table, info=info)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S")
+        for rec, t in zip(todo, timings):
+            atomic_write_json(Path(rec["dir"]) / f"remeasure{k}.json",
+                              {"latency_ms": t.median_ms, "latency_ms_processes": t.process_medians_ms,
+                               "anchor_factor": info.get("anchor_factor"), "pass": k, "networks_in_pass": len(todo),
+                               "measured_at": when})
+    for rec in recs:
+        extra = [json.loads(p.read_text())["latency_ms"] for k in range(1, repeats + 1)
+                 if (p := Path(rec["dir"]) / f"remeasure{k}.json").is_file()]
+        if extra:
+            rec["latency_ms_in_run"] = rec["latency_ms"]
+            rec["latency_ms_all"] = [rec["latency_ms"], *extra]
+            rec["latency_ms"] = statistics.median(rec["latency_ms_all"])
 
 
 def _noise_rule(run: Path) -> dict[str, Any] | None:
@@ -445,10 +479,13 @@ def main(argv=None) -> int:
                     "given seeds (a study in progress: the unfinished runs are named in study.md and left out)")
     ap.add_argument("--paired-against", metavar="RUN", help="also compare every hw run with this one (e.g. hw0, an "
                     "ablation's reference setting), paired by seed: accuracy, latency, I and E differences")
+    ap.add_argument("--remeasure", type=int, default=0, metavar="N", help="measure every network N more times, each in "
+                    "a fresh process, after all runs finished (interleaved passes); latencies become the median of all "
+                    "measurements and their spread is reported as a noise floor")
     ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
-    if (args.report or args.paired_against) and not args.seeds:
-        raise SystemExit("--report and --paired-against aggregate a multi-seed study: give --seeds too")
+    if (args.report or args.paired_against or args.remeasure) and not args.seeds:
+        raise SystemExit("--report, --paired-against and --remeasure work on a multi-seed study: give --seeds too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -474,6 +511,8 @@ def main(argv=None) -> int:
         missing: list[str] | None = [] if args.report else None
         rows = [r for s in seeds for r in study_seed(args, s, out / f"seed{s}", base, space, cfg, model, hw_settings,
                                                      flops_settings, missing)]
+        if args.remeasure:
+            remeasure(rows, args.remeasure, space, settings, table, report=args.report)
         return write_multi(out, rows, table, args.paired_against, missing)
     rows = study_seed(args, None, out, base, space, cfg, model, hw_settings, flops_settings)
     ref_lat = 1.1 * max(r["latency_ms"] for r in rows)
@@ -518,7 +557,10 @@ def noise_floors(rows: list[dict[str, Any]]) -> dict[str, Any]:
             variances.append((statistics.variance(per_seed.values()), len(per_seed) - 1))
             dof += len(per_seed) - 1
     acc_sd = (sum(v * d for v, d in variances) / dof) ** 0.5 if dof else None
-    return {"latency_archs": len(lat), "latency_spread_median": statistics.median(lat) if lat else None,
+    again = sorted(max(r["latency_ms_all"]) / min(r["latency_ms_all"]) - 1 for r in rows if len(r.get("latency_ms_all", [])) > 1)
+    return {"remeasured": len(again), "remeasure_spread_median": statistics.median(again) if again else None,
+            "remeasure_spread_max": again[-1] if again else None, "remeasure_n": max((len(r.get("latency_ms_all", [])) for r in rows), default=0),
+            "latency_archs": len(lat), "latency_spread_median": statistics.median(lat) if lat else None,
             "latency_spread_max": lat[-1] if lat else None, "accuracy_archs": len(variances),
             "accuracy_seed_sd": acc_sd, "accuracy_dof": dof}
 
@@ -586,6 +628,11 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table, baseline: str | No
                      f"{100 * noise['latency_spread_max']:.1f} %) between its fastest and slowest measurement;")
     else:
         lines.append("- latency: no architecture was measured twice;")
+    if noise["remeasured"]:
+        lines.append(f"- latency: each network measured up to {noise['remeasure_n']} times (in its run and again in fresh processes, "
+                     f"`--remeasure`; the tables use the median): {100 * noise['remeasure_spread_median']:.1f} % between the "
+                     f"fastest and slowest measurement (median over {noise['remeasured']} networks; max "
+                     f"{100 * noise['remeasure_spread_max']:.1f} %);")
     if noise["accuracy_seed_sd"] is not None:
         lines.append(f"- accuracy: the same architecture retrained with different seeds ({noise['accuracy_archs']} "
                      f"architectures, {noise['accuracy_dof']} degrees of freedom) has a standard deviation of "
