@@ -67,8 +67,6 @@ def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
     import torch
 
     if torch.cuda.is_available():
-        import pytest
-
         pytest.skip("a GPU is present")
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--out", str(tmp_path / "g")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -541,15 +541,21 @@ def main(argv=None) -> int:
 
 
 
+def _spreads(groups: list[list[float]]) -> tuple[int, float | None, float | None]:
+    """Relative spread max/min - 1 of each group of two or more latencies: (groups, median, max)."""
+    sp = sorted(max(g) / min(g) - 1 for g in groups if len(g) > 1)
+    return len(sp), (statistics.median(sp) if sp else None), (sp[-1] if sp else None)
+
+
 def noise_floors(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The study's own noise, from networks that occur more than once: the same architecture measured
-    in different runs (latency: relative spread max/min - 1 per architecture), and the same
-    architecture retrained with different seeds (accuracy: pooled standard deviation over seeds)."""
+    in different runs (latency: relative spread max/min - 1 per architecture), the same network
+    re-measured (``--remeasure``: the same spread over its measurements), and the same architecture
+    retrained with different seeds (accuracy: pooled standard deviation over seeds)."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["arch"], []).append(r)
-    lat = sorted(max(r["latency_ms"] for r in rs) / min(r["latency_ms"] for r in rs) - 1
-                 for rs in by.values() if len(rs) > 1)
+    lat_n, lat_med, lat_max = _spreads([[r["latency_ms"] for r in rs] for rs in by.values()])
     variances, dof = [], 0
     for rs in by.values():
         per_seed = {r["seed"]: r["test_accuracy"] for r in rs}  # same seed, same arch: the same retraining
@@ -557,12 +563,11 @@ def noise_floors(rows: list[dict[str, Any]]) -> dict[str, Any]:
             variances.append((statistics.variance(per_seed.values()), len(per_seed) - 1))
             dof += len(per_seed) - 1
     acc_sd = (sum(v * d for v, d in variances) / dof) ** 0.5 if dof else None
-    again = sorted(max(r["latency_ms_all"]) / min(r["latency_ms_all"]) - 1 for r in rows if len(r.get("latency_ms_all", [])) > 1)
-    return {"remeasured": len(again), "remeasure_spread_median": statistics.median(again) if again else None,
-            "remeasure_spread_max": again[-1] if again else None, "remeasure_n": max((len(r.get("latency_ms_all", [])) for r in rows), default=0),
-            "latency_archs": len(lat), "latency_spread_median": statistics.median(lat) if lat else None,
-            "latency_spread_max": lat[-1] if lat else None, "accuracy_archs": len(variances),
-            "accuracy_seed_sd": acc_sd, "accuracy_dof": dof}
+    again_n, again_med, again_max = _spreads([r.get("latency_ms_all", []) for r in rows])
+    return {"remeasured": again_n, "remeasure_spread_median": again_med, "remeasure_spread_max": again_max,
+            "remeasure_n": max((len(r.get("latency_ms_all", [])) for r in rows), default=0),
+            "latency_archs": lat_n, "latency_spread_median": lat_med, "latency_spread_max": lat_max,
+            "accuracy_archs": len(variances), "accuracy_seed_sd": acc_sd, "accuracy_dof": dof}
 
 
 def rule_comparison(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
