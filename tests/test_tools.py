@@ -195,6 +195,7 @@ def test_compare_search_report_and_paired_against_a_baseline(tmp_path, monkeypat
     assert study["missing"] == [str(tmp_path / "seed1" / "hw2")]
     md = (tmp_path / "study.md").read_text()
     assert md.startswith("**Interim report**: 1 run(s) not finished") and "`seed1/hw2`" in md
+    assert "Paired by seed (hw minus the other" not in md  # an hw-only study: no empty hw-vs-FLOPs/random table
     hw1, hw2 = study["paired_against"]
     assert hw1["hw"] == "hw1" and hw1["n"] == 2 and hw1["same_arch"] == 1
     assert abs(hw1["d_test_accuracy"] - 0.015) < 1e-12 and abs(hw1["d_latency_ms"] + 1.0) < 1e-12

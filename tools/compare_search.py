@@ -602,8 +602,10 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table, baseline: str | No
     for g in groups:
         lines.append(f"| {g['method']} | {g['setting']} | {','.join(map(str, g['seeds']))} | {g['test_accuracy']:.4f} | "
                      f"{_ci(g['test_accuracy_ci'])} | {g['latency_ms']:.2f} | {_ci(g['latency_ms_ci'], 2)} |")
-    lines += ["", "Paired by seed (hw minus the other; an interval that contains 0 is no difference):", "",
-              "| hw run | vs | seeds | d test acc | 95 % interval | d latency ms | 95 % interval |", "|---|---|---|---|---|---|---|"]
+    if paired:  # an hw-only study (an ablation) has nothing to pair against here
+        lines += ["", "Paired by seed (hw minus the other; an interval that contains 0 is no difference):", "",
+                  "| hw run | vs | seeds | d test acc | 95 % interval | d latency ms | 95 % interval |",
+                  "|---|---|---|---|---|---|---|"]
     for p in paired:
         lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
                      f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
