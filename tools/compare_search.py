@@ -606,9 +606,9 @@ def write_multi(out: Path, rows: list[dict[str, Any]], table, baseline: str | No
         lines += ["", "Paired by seed (hw minus the other; an interval that contains 0 is no difference):", "",
                   "| hw run | vs | seeds | d test acc | 95 % interval | d latency ms | 95 % interval |",
                   "|---|---|---|---|---|---|---|"]
-    for p in paired:
-        lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
-                     f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
+        for p in paired:
+            lines.append(f"| {p['hw']} | {p['vs']} | {p['n']} | {p['d_accuracy']:+.4f} | {_ci(p['d_accuracy_ci'])} | "
+                         f"{p['d_latency_ms']:+.2f} | {_ci(p['d_latency_ms_ci'], 2)} |")
     if ablation:
         lines += ["", f"Against {baseline} (that setting minus {baseline}, paired by seed; an interval that contains 0 "
                       "is no difference):", "",
