@@ -140,6 +140,29 @@ def test_cuda_timing_events_and_graphs():
     assert t.median_ms > 0 and g.median_ms > 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not has_cuda(), reason="needs a CUDA GPU")
+def test_cuda_graph_runner_keeps_its_module_and_input_alive():
+    """A graph replays kernels on the addresses captured: the runner must hold the module and the
+    input, or freeing them (and the allocator returning its cached blocks to the driver) turns the
+    next replay into an illegal memory access (seen on an H200, 2026-11-30, before the fix)."""
+    import gc
+
+    import torch
+
+    from hwnas_darts.hardware.measure import _runner
+
+    s = MeasureSettings(device="cuda", batch_size=8, cuda_graphs=True, dtype="bfloat16", channels_last=True)
+    runs = [_runner(build_op(op, 16, 16, 1), (16, 32, 32), s) for op in ("conv_k3_relu", "mb_k3_e3_relu")]
+    gc.collect()
+    torch.cuda.empty_cache()  # anything the runners no longer hold goes back to the driver here
+    junk = [torch.randn(1 << 20, device="cuda") for _ in range(8)]  # new allocations over freed addresses
+    for run in runs:
+        run()
+    torch.cuda.synchronize()
+    del junk
+
+
 def test_cuda_unavailable_is_a_clear_error():
     if has_cuda():
         pytest.skip("CUDA is available here")

@@ -63,6 +63,24 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert rep["total_seconds"] > 0  # recorded; how long it takes is a benchmark, not a test (the timeout bounds it)
 
 
+def test_cuda_row_check_names_every_row_and_skips(capsys):
+    """tools/cuda_row_check.py (the CUDA fault finder) on the CPU: every row of the space is named
+    before it runs, a skipped row is not, --only narrows to the rows given."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import cuda_row_check
+
+    cfg = str(ROOT / "configs" / "tiny.yaml")
+    assert cuda_row_check.main(["--config", cfg, "--device", "cpu", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln[4:] for ln in out.splitlines() if ln.startswith("row ")]
+    assert len(rows) == len(set(rows)) >= 4 and f"all {len(rows)} rows ran" in out
+    assert cuda_row_check.main(["--config", cfg, "--device", "cpu", "--repeats", "1", "--skip", rows[0]]) == 0
+    again = [ln[4:] for ln in capsys.readouterr().out.splitlines() if ln.startswith("row ")]
+    assert again == rows[1:]
+    assert cuda_row_check.main(["--config", cfg, "--device", "cpu", "--only", rows[2]]) == 0
+    assert "all 1 rows ran" in capsys.readouterr().out
+
+
 def test_gpu_check_refuses_cuda_without_a_gpu(tmp_path):
     import torch
 

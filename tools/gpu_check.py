@@ -60,7 +60,8 @@ def _settings(args, dtype: str | None = None, cuda_graphs: bool = False):
                                cuda_graphs=cuda_graphs and cuda, min_run_time=0.02, warmup=1, rounds=2, min_samples=4,
                                processes=1)  # a smoke run: no fresh measurement processes
     return MeasureSettings(device=args.device, batch_size=128, dtype=dtype or "bfloat16", channels_last=True,
-                           cuda_graphs=cuda_graphs and cuda, min_run_time=0.1, warmup=5, rounds=3)
+                           cuda_graphs=cuda_graphs and cuda, min_run_time=0.1, warmup=5, rounds=3,
+                           cudnn_benchmark=not args.no_cudnn_benchmark)
 
 
 def _space(args):
@@ -88,9 +89,6 @@ def part_roofline(args, out: Path) -> dict:
 
 
 def part_lut(args, out: Path) -> dict:
-    from hwnas_darts.hardware.table import build_table
-    from hwnas_darts.hardware.calibration import calibrate_and_validate, validate_model
-    from hwnas_darts.hardware.model import LatencyModel
     from hwnas_darts.hardware.roofline import probe_roofline
 
     cfg, space = _space(args)
@@ -101,28 +99,42 @@ def part_lut(args, out: Path) -> dict:
         if mode == "cuda_graph" and not args.device.startswith("cuda"):
             res[mode] = {"skipped": "CUDA graphs need a CUDA device"}
             continue
-        s = _settings(args, cuda_graphs=(mode == "cuda_graph"))
-        t0 = time.perf_counter()
-        table = build_table(space, s, roofline=roof)
-        rows_s = time.perf_counter() - t0
-        calibrate_and_validate(table, space, s, n_cal, 0, seed=cfg.seed)
-        cal_s = time.perf_counter() - t0 - rows_s
-        # validation: other networks, measured after the fit, in a separate measurement call
-        val = validate_model(LatencyModel(table, space), space, s, n_val, seed=777)
-        table.validation = dict(val, kind="after the fit, other networks")
-        name = f"{'cuda' if s.is_cuda else 'cpu'}-{mode}-{s.dtype}-b{s.batch_size}-{space.space_id}.json"
-        (out / "luts").mkdir(parents=True, exist_ok=True)
-        table.save(out / "luts" / name)
-        rep = val.get("repeatability") or {}
-        res[mode] = {"table": f"luts/{name}", "rows_seconds": rows_s, "calibration_seconds": cal_s,
-                     "validation_seconds": val["seconds"], "learned": val["learned"], "table_sum": val["table_sum"],
-                     "repeatability": rep, "device": table.device}
         try:
-            from hwnas_darts.plots import plot_lut_validation
+            res[mode] = _lut_mode(args, out, cfg, space, roof, mode, n_cal, n_val)
+        except Exception as exc:  # the eager result stays recorded when the graph mode fails
+            if mode == "eager":
+                raise
+            res[mode] = {"failed": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+    return res
 
-            plot_lut_validation(val, out / f"lut_validation_{mode}.png")
-        except Exception as exc:  # a plot must not fail the part
-            res[mode]["plot_error"] = repr(exc)
+
+def _lut_mode(args, out: Path, cfg, space, roof, mode: str, n_cal: int, n_val: int) -> dict:
+    from hwnas_darts.hardware.table import build_table
+    from hwnas_darts.hardware.calibration import calibrate_and_validate, validate_model
+    from hwnas_darts.hardware.model import LatencyModel
+
+    s = _settings(args, cuda_graphs=(mode == "cuda_graph"))
+    t0 = time.perf_counter()
+    table = build_table(space, s, roofline=roof)
+    rows_s = time.perf_counter() - t0
+    calibrate_and_validate(table, space, s, n_cal, 0, seed=cfg.seed)
+    cal_s = time.perf_counter() - t0 - rows_s
+    # validation: other networks, measured after the fit, in a separate measurement call
+    val = validate_model(LatencyModel(table, space), space, s, n_val, seed=777)
+    table.validation = dict(val, kind="after the fit, other networks")
+    name = f"{'cuda' if s.is_cuda else 'cpu'}-{mode}-{s.dtype}-b{s.batch_size}-{space.space_id}.json"
+    (out / "luts").mkdir(parents=True, exist_ok=True)
+    table.save(out / "luts" / name)
+    rep = val.get("repeatability") or {}
+    res = {"table": f"luts/{name}", "rows_seconds": rows_s, "calibration_seconds": cal_s,
+           "validation_seconds": val["seconds"], "learned": val["learned"], "table_sum": val["table_sum"],
+           "repeatability": rep, "device": table.device}
+    try:
+        from hwnas_darts.plots import plot_lut_validation
+
+        plot_lut_validation(val, out / f"lut_validation_{mode}.png")
+    except Exception as exc:  # a plot must not fail the part
+        res["plot_error"] = repr(exc)
     return res
 
 
@@ -266,6 +278,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="gpu_check", help="output folder (gpu_check.json, luts/, plots, fit runs)")
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu for the dry run")
     ap.add_argument("--tiny", action="store_true", help="tiny shapes and budgets (the CPU dry run of the tests)")
+    ap.add_argument("--no-cudnn-benchmark", action="store_true",
+                    help="time with cudnn.benchmark off (a workaround where a cuDNN algorithm faults; see tools/cuda_row_check.py)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--part", help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args(argv)
@@ -294,6 +308,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--out", str(out), "--device", args.device]
         if args.tiny:
             cmd.append("--tiny")
+        if args.no_cudnn_benchmark:
+            cmd.append("--no-cudnn-benchmark")
         t0 = time.perf_counter()
         print(f"[gpu_check] {name} (budget {budgets[name]} s) ...", flush=True)
         if name == "ddp" and not args.device.startswith("cuda"):  # decided here: no process needed

@@ -17,7 +17,7 @@ __all__ = ["measure_cuda", "measure_modules_cuda", "graphed"]
 
 def measure_cuda(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
     device = torch.device(settings.device)
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     with torch.cuda.device(device):
         for _ in range(max(1, settings.warmup)):
             fn()
@@ -62,7 +62,7 @@ def measure_modules_cuda(items: list[tuple[nn.Module, tuple[int, ...]]], setting
 
 
 def graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Callable[[], Any]:
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     stream = torch.cuda.Stream(device=x.device)
     stream.wait_stream(torch.cuda.current_stream(x.device))
     with torch.cuda.stream(stream):
@@ -72,4 +72,11 @@ def graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Ca
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         module(x)
-    return graph.replay
+
+    def replay(_graph=graph, _keep=(module, x)) -> None:
+        # the captured kernels read the module's weights and x at their addresses at capture time:
+        # both must live as long as the graph, or a later allocation (or the allocator handing cached
+        # blocks back to the driver) turns a replay into an illegal memory access
+        _graph.replay()
+
+    return replay

@@ -67,6 +67,7 @@ class MeasureSettings:
     warm_call: bool = True  # CPU: one untimed call of an item right before its timed burst in each cycle
     max_cycles: int = 2000
     processes: int = _HW.processes  # CPU: fresh processes a set of networks is measured in (see hardware.model)
+    cudnn_benchmark: bool = True  # CUDA: let cuDNN pick the fastest algorithm (what a deployment does); off if one faults
 
     def __post_init__(self):
         if self.device == "auto":
