@@ -17,6 +17,7 @@ out of time records its error and the check goes on to the next):
 4. ``fit``: a short end-to-end ``fit`` on the CIFAR-10-shaped config with synthetic 32x32 images
    (no network), with the table of part 2: search, derive, retrain, profile and the exports,
    each reloaded in a fresh process and compared with the eager network.
+   The fit times with CUDA graphs when part 2 built that table (the recommended GPU setting).
 5. ``ddp``: a 2-GPU DDP search when the machine has two GPUs (skipped, and said, otherwise).
 
 Everything goes to ``OUT/gpu_check.json`` (written after every part, atomically) plus the
@@ -183,10 +184,15 @@ def _fit_args(args, out: Path, lut: Path | None, extra: list[str]) -> list[str]:
     return a + extra
 
 
-def _run_fit(args, out: Path, extra: list[str], timeout: float) -> dict:
+def _run_fit(args, out: Path, extra: list[str], timeout: float, graphs: bool = False) -> dict:
     lut = None
     prev = _load(Path(args.out) / "gpu_check.json").get("parts", {}).get("lut", {}).get("result", {})
-    if prev.get("eager", {}).get("table"):
+    # graphs=True: the recommended GPU setting, timing with CUDA graphs, when part 2 built that table
+    # (BENCHMARKS section 6: eager timings on a GPU are mostly host launch time); else the eager table
+    if graphs and prev.get("cuda_graph", {}).get("table"):
+        lut = Path(args.out) / prev["cuda_graph"]["table"]
+        extra = ["hardware.cuda_graphs=true", *extra]
+    elif prev.get("eager", {}).get("table"):
         lut = Path(args.out) / prev["eager"]["table"]
     cmd = _fit_args(args, out, lut, extra)
     # in this part's own process (already isolated, and under the orchestrator's time budget):
@@ -216,7 +222,7 @@ def _run_fit(args, out: Path, extra: list[str], timeout: float) -> dict:
 
 
 def part_fit(args, out: Path) -> dict:
-    res = _run_fit(args, out / "fit", [], (TINY_BUDGETS if args.tiny else BUDGETS)["fit"] - 5)
+    res = _run_fit(args, out / "fit", [], (TINY_BUDGETS if args.tiny else BUDGETS)["fit"] - 5, graphs=True)
     bad = [e for e in (res.get("exports") or []) if not e.get("ok") and e.get("kind") != "onnx"]
     if bad:
         raise RuntimeError(f"exports failed verification: {bad}")
