@@ -254,6 +254,9 @@ def run_part(args) -> int:
     try:
         result = globals()[f"part_{args.part}"](args, out)
         rec = {"status": "skipped" if isinstance(result, dict) and "skipped" in result else "ok", "result": result}
+        sub_failed = [f"{k}: {v['failed']}" for k, v in (result or {}).items() if isinstance(v, dict) and "failed" in v]
+        if sub_failed:  # a part that got only some of its results done fails, and keeps what it got
+            rec.update(status="failed", error="; ".join(sub_failed))
     except Exception as exc:
         rec = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
     rec["seconds"] = round(time.perf_counter() - t0, 2)
