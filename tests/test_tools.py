@@ -63,6 +63,26 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert rep["total_seconds"] > 0  # recorded; how long it takes is a benchmark, not a test (the timeout bounds it)
 
 
+def test_gpu_check_part_with_a_failed_mode_fails_and_keeps_the_rest(tmp_path, monkeypatch):
+    """A part whose second mode failed (the CUDA-graph table after a finished eager one) is
+    reported failed, with the failure named, and the finished mode's result kept."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import gpu_check
+
+    monkeypatch.setattr(gpu_check, "part_fake", lambda args, out: {"eager": {"table": "luts/t.json"},
+                                                                 "cuda_graph": {"failed": "AcceleratorError: boom"}},
+                        raising=False)
+    assert gpu_check.run_part(argparse.Namespace(out=str(tmp_path), part="fake")) == 0
+    rec = json.loads((tmp_path / "part_fake.json").read_text())
+    assert rec["status"] == "failed" and "cuda_graph: AcceleratorError: boom" in rec["error"]
+    assert rec["result"]["eager"]["table"] == "luts/t.json"
+    monkeypatch.setattr(gpu_check, "part_fake", lambda args, out: {"eager": {"table": "x"}}, raising=False)
+    gpu_check.run_part(argparse.Namespace(out=str(tmp_path), part="fake"))
+    assert json.loads((tmp_path / "part_fake.json").read_text())["status"] == "ok"
+
+
 def test_cuda_row_check_names_every_row_and_skips(capsys):
     """tools/cuda_row_check.py (the CUDA fault finder) on the CPU: every row of the space is named
     before it runs, a skipped row is not, --only narrows to the rows given."""
