@@ -24,10 +24,12 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "configs" / "cifar10.yaml"))
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--no-benchmark", action="store_true", help="cudnn.benchmark off (default on, as in measurement)")
-    ap.add_argument("--skip", action="append", default=[], help="row key (as printed) to skip; repeatable")
+    ap.add_argument("--skip", action="append", default=[], help="row key (as printed, quoted) to skip; repeatable")
     ap.add_argument("--only", action="append", default=[], help="run only these row keys; repeatable")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
+
+    import dataclasses
 
     import torch
 
@@ -36,11 +38,11 @@ def main(argv=None) -> int:
     from hwnas_darts.hardware.table import _row_module
     from hwnas_darts.space import SearchSpace
 
-    cfg = load_config(args.config)
+    # the rows run eagerly, one call after another: no graphs (they would hide which kernel faulted)
+    cfg = load_config(args.config, [f"hardware.device={args.device}", "hardware.cuda_graphs=false"])
     space = SearchSpace.from_config(cfg)
-    hw = cfg.hardware
-    s = MeasureSettings(device=args.device, batch_size=hw.batch_size, dtype=hw.dtype, channels_last=hw.channels_last)
-    torch.backends.cudnn.benchmark = not args.no_benchmark
+    s = dataclasses.replace(MeasureSettings.from_config(cfg.hardware), cudnn_benchmark=not args.no_benchmark)
+    torch.backends.cudnn.benchmark = s.cudnn_benchmark
     keys = space.all_keys()
     print(f"{len(keys)} rows; {s.dtype}, batch {s.batch_size}, channels_last={s.channels_last}, "
           f"cudnn.benchmark={torch.backends.cudnn.benchmark}, torch {torch.__version__}, "
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     ok = 0
     with torch.inference_mode():
         for k in keys:
-            name = f"{k.op}|{k.c_in}->{k.c_out}|s{k.stride}|{k.h}x{k.w}"
+            name = str(k)  # the key as the table's own messages name it
             if name in args.skip or (args.only and name not in args.only):
                 continue
             print(f"row {name}", flush=True)
