@@ -29,6 +29,10 @@ def test_contract_files_and_metrics(tiny_run):
     assert 0.0 <= m["test_accuracy"] <= 1.0 and m["latency_ms"] > 0 and m["latency_ms_predicted"] > 0
     assert m["flops"] == 2 * m["macs"] and m["params"] > 0 and m["bytes"] > 0 and m["intensity"] > 0
     assert "test accuracy" in proc.stdout  # the end-of-run summary
+    # the run's front: the latency target, the measured latency against it, the candidates' scatter in the report
+    assert m["latency_target_ms"] > 0
+    assert m["latency_vs_target"] == pytest.approx(m["latency_ms"] / m["latency_target_ms"])
+    assert (out / "plots" / "candidates.png").is_file() and "plots/candidates.png" in (out / "report.md").read_text()
     state = json.loads((out / "state.json").read_text())
     assert all(state["stages"][s]["done"] for s in ("lut", "search", "derive", "scale", "retrain", "profile", "export",
                                                     "report"))
