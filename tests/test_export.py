@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -45,6 +46,7 @@ class Drifting(nn.Module):
         return self.lin(x.flatten(1)) + float(self.calls)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the drift is the point: the tracer notices it too
 def test_failed_check_keeps_nothing(tmp_path):
     res = export_torchscript(Drifting(), tmp_path / "model.ts", (1, 16, 16), META)
     assert not res.ok and "differ" in res.reason
