@@ -206,6 +206,40 @@ def test_compare_search_seeds_reuses_finished_runs_and_aggregates(tmp_path, monk
     assert "| hw | objective.latency_weight=-0.1 | 2.50 | 0.250 | 1 of 2 | fmb 2, skip 2; relu 2 |" in (tmp_path / "study.md").read_text()
 
 
+def test_compare_search_rule_pick_runs_under_its_search_objective(tmp_path, monkeypatch):
+    """The accuracy-noise rule's pick is retrained with the objective of the search it came from (so its
+    metrics state that search's latency target), with the study seed and the rule's architecture."""
+    tool = _load_tool("compare_search")
+    for seed in (0, 1):
+        d = tmp_path / f"seed{seed}" / "hw0"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "test_accuracy": 0.90 + seed / 100, "latency_ms": 10.0, "latency_ms_predicted": 10.0, "macs": 1, "params": 1,
+            "search_seconds": 5.0, "intensity": 2.0, "efficiency": 0.3, "arch": "fmb_k3_e2_relu-skip"}))
+    (tmp_path / "seed0" / "hw0" / "candidates.json").write_text(json.dumps(
+        {"accuracy_noise_rule": {"choice": "conv_k3_relu-skip", "differs": True, "applied": False}}))
+    calls = []
+    real_run_fit = tool.run_fit
+
+    def fake_run_fit(out, cfg_path, overrides, arch=None, missing=None):
+        if out.name.endswith("_rule") and not (out / "metrics.json").is_file():  # stands in for the fit process
+            calls.append((out.relative_to(tmp_path).as_posix(), list(overrides), arch))
+            out.mkdir(parents=True)
+            (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.89, "latency_ms": 8.0, "arch": arch}))
+        return real_run_fit(out, cfg_path, overrides, arch=arch, missing=missing)
+
+    def no_fit(*a, **k):
+        raise AssertionError(f"a finished run was recomputed: {a}")
+
+    monkeypatch.setattr(tool, "run_fit", fake_run_fit)
+    monkeypatch.setattr(tool.subprocess, "run", no_fit)
+    setting = "objective.form=mnasnet objective.target_quantile=0.3"
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--methods", "hw",
+                      "--hw", setting, "--rule-picks", "retrain.epochs=3"]) == 0
+    assert calls == [("seed0/hw0_rule", ["retrain.epochs=3", "seed=0", *setting.split()], "conv_k3_relu-skip")]
+    assert json.loads((tmp_path / "study.json").read_text())["rule_picks"]["n"] == 1
+
+
 def test_compare_search_report_and_paired_against_a_baseline(tmp_path, monkeypatch):
     """``--report`` on a study in progress starts nothing, leaves the unfinished run out and names it;
     ``--paired-against hw0`` gives each setting minus the baseline by seed (accuracy, latency, I, E);

@@ -207,8 +207,9 @@ def study_seed(args, seed: int | None, out: Path, base: list[str], space: Search
                          "chosen_by_accuracy_noise_rule": None if rule is None else bool(rule["differs"]),
                          "dir": str(out / name)})
             if args.rule_picks and rule is not None and rule.get("choice") not in (None, m["arch"]):
-                # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won
-                r = run_fit(out / f"{name}_rule", args.config, base, arch=rule["choice"], missing=missing)
+                # the rule's pick, retrained with the same recipe and seed: what the rule would have cost or won;
+                # under the search's own objective, so its metrics state that search's target (not the config's)
+                r = run_fit(out / f"{name}_rule", args.config, ov, arch=rule["choice"], missing=missing)
                 if r is not None:
                     rows[-1]["rule_pick"] = {**{k: r.get(k) for k in keys}, "dir": str(out / f"{name}_rule")}
 
