@@ -12,6 +12,7 @@ memory format) come from the config's ``hardware`` section.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,8 +29,6 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[], help="run only these row keys; repeatable")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
-
-    import dataclasses
 
     import torch
 
