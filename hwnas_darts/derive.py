@@ -1,9 +1,12 @@
 """Discretisation: candidate architectures, their measured hardware metrics, the score, the choice.
 
-Candidates are the argmax architecture, ``num_samples`` architectures sampled from the final
-distribution (deduplicated), and, when a latency target is set, the *constrained argmax*: the
-argmax architecture with the swaps that cost the least probability per millisecond saved until
-its predicted latency meets the target. Each candidate gets
+Candidates are the argmax architecture, its near-tie variants (``candidates: decision``, the
+default: in every layer whose top two probabilities are within ``tie_margin``, the runner-up in
+place of the argmax op, alone and combined, most probable first, at most ``num_samples``) or
+``num_samples`` architectures sampled from the final distribution (``candidates: samples``),
+deduplicated, and, when a latency target is set, the *constrained argmax*: the argmax
+architecture with the swaps that cost the least probability per millisecond saved until its
+predicted latency meets the target. Each candidate gets
 
 * accuracy on the architecture-validation split with the supernet's shared weights
   (optionally after a short fine-tune of a copy of the supernet on that subnet), and
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from .config import DeriveConfig, ObjectiveConfig
+from .decision import near_tie_variants
 from .evaluate import evaluate_accuracy, finetune_subnet, recalibrate_bn
 from .io import atomic_write_json, read_json
 from .objective import Targets, score
@@ -138,7 +142,8 @@ def constrained_argmax(supernet: SuperNet, model: "LatencyModel", target_ms: flo
 
 def propose_candidates(supernet: SuperNet, cfg: DeriveConfig, seed: int, model: "LatencyModel | None" = None,
                        targets: Targets | None = None) -> list[Candidate]:
-    """Argmax, the constrained argmax (if a target applies) and sampled architectures, deduplicated."""
+    """Argmax, the constrained argmax (if a target applies) and the near-tie variants or sampled
+    architectures (``cfg.candidates``), deduplicated."""
     found: dict[tuple[str, ...], Candidate] = {}
 
     def add(arch: Arch | None, source: str) -> None:
@@ -154,6 +159,10 @@ def propose_candidates(supernet: SuperNet, cfg: DeriveConfig, seed: int, model: 
     add(supernet.derive(), "argmax")
     if cfg.constrained and model is not None and targets is not None:
         add(constrained_argmax(supernet, model, targets.latency, targets.cost), "constrained")
+    if cfg.candidates == "decision":
+        for a in near_tie_variants(supernet.space, supernet.probs(), cfg.tie_margin, cfg.num_samples):
+            add(a, "near-tie")
+        return list(found.values())
     g = torch.Generator().manual_seed(seed if cfg.seed is None else cfg.seed)
     for a in supernet.sample_archs(cfg.num_samples, generator=g):
         add(a, "sample")

@@ -86,8 +86,10 @@ def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
     n_cand = sum(len(l.candidates) for l in space.layers) / max(len(space), 1)
     s = cfg.search
     search_steps = s.steps_per_epoch or max(len(dm.train_idx), len(dm.val_idx)) // bs
-    width = 1.0 if s.relaxation == "single_path" else n_cand  # softmax and gumbel run every path
+    width = 1.0 if s.relaxation == "reinforce" else n_cand  # softmax and gumbel run every path
     arch_step = (3.0 if s.second_order else 1.0) * width
+    if s.relaxation == "reinforce":  # arch_samples forward passes without backward (about a third of a step each)
+        arch_step = s.arch_samples / 3.0
     search = search_steps * step * (s.epochs * width + max(s.epochs - s.warmup_epochs, 0) * arch_step)
     r = cfg.retrain
     retrain_steps = r.steps_per_epoch or len(dm.retrain_idx) // bs

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .decision import decision_summary, placement
 from .io import atomic_write_json, atomic_write_text
 from .plots import (accuracy_curve, plot_alpha_history, plot_candidates, plot_layers, plot_losses, plot_lut_validation,
                     plot_retrain, plot_time_to_accuracy, time_to_accuracy, HELD_OUT)
@@ -181,6 +182,18 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                 "consider `derive.max_skips`." if collapse.get("collapsed") else "No collapse onto skip connections.")
         lines += [f"Skip connections: {collapse.get('argmax_skips')} of {collapse.get('layers_with_skip')} skip-capable "
                   f"layers choose skip in the argmax; mean skip probability {_fmt(collapse.get('mean_skip_prob'))}. {note}", ""]
+    rows = ctx.get("decision") or []
+    if rows:
+        summ = decision_summary(rows)
+        where = ("the search's decision (the argmax in every layer)" if not summ["differs_from_argmax"] else
+                 f"the argmax except in {', '.join(summ['differs_from_argmax'])}"
+                 + (" (near-ties only)" if summ["differs_only_in_ties"] else " (**not only near-ties**)"))
+        lines += ["How decided the search is (normalised entropy of each layer's final distribution: 1 = uniform, "
+                  "0 = one op), and where the returned network sits in it: " + where + ".", "",
+                  _table(["layer", "entropy", "most probable", "p", "runner-up", "p", "returned op", "p", "rank"],
+                         [[r["layer"], round(r["entropy"], 3), f"`{r['top']}`", round(r["p_top"], 3),
+                           f"`{r['second']}`" + (" (tie)" if r["tie"] else ""), round(r["p_second"], 3),
+                           f"`{r['op']}`", round(r["p_op"], 3), r["rank"]] for r in rows]), ""]
     lines += [img("alphas", "alpha heatmaps"), img("losses", "loss terms")]
     if cands:
         lines += ["## Candidates", "", "Accuracy on the architecture-validation split with the supernet's weights; hardware "
@@ -302,8 +315,13 @@ def report_stage(ctx: "RunContext") -> dict[str, Any]:
     t0 = time.perf_counter()
     refs = load_references(ctx.run_dir, ctx.arch.to_string(), ctx.profile["batch_size"])
     metrics = collect_metrics(ctx, refs)
-    atomic_write_json(ctx.path("metrics.json"), metrics)
     d = ctx.derived
+    rows = []
+    if ctx.search is not None and ctx.cfg.search.epochs > 0:
+        rows = placement(ctx.search.supernet.alphas_dict(), d.chosen.ops, ctx.cfg.derive.tie_margin)
+        metrics["decision"] = decision_summary(rows)
+        metrics["entropy"] = {r["layer"]: r["entropy"] for r in rows}
+    atomic_write_json(ctx.path("metrics.json"), metrics)
     write_report(ctx.run_dir, dict(
         name=ctx.cfg.name, config_yaml=config_to_yaml(ctx.cfg), metrics=metrics, arch=ctx.arch.to_string(),
         device=ctx.table.device, roofline=ctx.table.roofline.to_dict() if ctx.table.roofline else None,
@@ -311,7 +329,7 @@ def report_stage(ctx: "RunContext") -> dict[str, Any]:
         plan=[asdict(p) for p in ctx.space.plan(ctx.arch)], stages=ctx.state.data["stages"],
         search={"relaxation": ctx.cfg.search.relaxation, "epochs": ctx.cfg.search.epochs,
                 "warmup_epochs": ctx.cfg.search.warmup_epochs, "seconds": metrics["search_seconds"]},
-        alpha_history=d.alpha_history, skip_share=d.skip_share, candidates=d.candidates,
+        alpha_history=d.alpha_history, decision=rows, skip_share=d.skip_share, candidates=d.candidates,
         flops_claim=flops_claim(d.candidates), profile=ctx.profile, exports=ctx.exports,
         references=refs,
         retrain_history=ctx.retrained.history))

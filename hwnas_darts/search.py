@@ -6,7 +6,13 @@ from the weight-training split.
 1. Architecture step (after ``warmup_epochs``): the loss on the validation batch plus the
    hardware terms of the objective, back-propagated to the architecture parameters only
    (the weights are frozen with ``toggle_optimizer``); first-order DARTS by default, the
-   second-order (unrolled) update with ``second_order: true``.
+   second-order (unrolled) update with ``second_order: true``. With the ``reinforce``
+   relaxation the cross-entropy's gradient is a policy gradient instead (TuNAS, REINFORCE with
+   a baseline): ``arch_samples`` paths are drawn from the current distribution and scored on the
+   same validation batch without back-propagation through the network, and each path's
+   log-probability is pushed by how much better than the others' mean it did (the leave-one-out
+   baseline; scoring the paths on one batch removes the batch's difficulty from the comparison).
+   The hardware terms keep their exact gradient through the expected cost.
 2. Weight step: cross-entropy on the training batch, back-propagated to the weights only.
 
 The temperature of the Gumbel relaxations is annealed geometrically from ``tau_start`` to
@@ -36,7 +42,7 @@ from .objective import HardwareObjective
 from .space.space import SearchSpace
 from .supernet import SuperNet
 
-__all__ = ["SearchModule", "temperature", "search_stage", "load_search_module"]
+__all__ = ["SearchModule", "temperature", "policy_gradient_ce", "search_stage", "load_search_module"]
 
 if TYPE_CHECKING:
     from .runner import RunContext
@@ -68,6 +74,51 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
+def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, samples: int,
+                       baseline: torch.Tensor | None = None, decay: float = 0.95,
+                       layer: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The cross-entropy of the architecture step as a policy-gradient surrogate (REINFORCE).
+
+    ``samples`` paths are drawn from ``softmax(alpha)`` and scored on the same batch without
+    back-propagation through the network. The result's value is the paths' mean cross-entropy;
+    its gradient with respect to the alphas is ``mean_i (CE_i - b_i) grad log p(path_i)``, an
+    unbiased estimate of ``grad E_p[CE]``. With two or more samples ``b_i`` is the mean of the
+    other paths' CE on the same batch (leave-one-out); with one, ``baseline`` (a one-element
+    tensor, nan before the first step) holds a moving average of past CEs and is updated in place.
+    Any objective form composes with the result as with a differentiable cross-entropy.
+
+    ``layer``: the paths share one sampled path everywhere but in that layer, where each draws its
+    own op; the estimate is then the (still unbiased) gradient of that layer's alphas alone, and the
+    other layers' choices no longer add noise to the comparison.
+    """
+    idx = net.sample_indices(samples)
+    if layer is not None:
+        idx[:, [i for i in range(idx.shape[1]) if i != layer]] = idx[0, [i for i in range(idx.shape[1]) if i != layer]]
+    with torch.no_grad():
+        ces, hits = [], []
+        for row in idx.tolist():
+            logits = net(xv, indices=row)
+            ces.append(F.cross_entropy(logits.float(), yv))
+            hits.append((logits.argmax(1) == yv).float().mean())
+        ce = torch.stack(ces)
+        if samples > 1:
+            base = (ce.sum() - ce) / (samples - 1)
+        elif baseline is None or torch.isnan(baseline):
+            base = ce  # no history yet: no update from this step
+            if baseline is not None:
+                baseline.copy_(ce.mean())
+        else:
+            base = baseline.expand_as(ce).clone()
+            baseline.mul_(decay).add_((1 - decay) * ce.mean())
+        adv = ce - base
+    logp = net.log_prob(idx) if layer is None else net.log_prob(idx, layers=[layer])
+    surrogate = (adv * logp).mean()
+    ce_sur = ce.mean() + surrogate - surrogate.detach()
+    stats = {"ce": ce.mean(), "acc": torch.stack(hits).mean(),
+             "advantage_sd": adv.std() if samples > 1 else adv.abs().mean()}
+    return ce_sur, stats
+
+
 class SearchModule(pl.LightningModule):
     """Supernet + bi-level optimisation.
 
@@ -96,6 +147,8 @@ class SearchModule(pl.LightningModule):
         if channels_last:
             self.supernet = self.supernet.to(memory_format=torch.channels_last)
         self.alpha_history: list[dict[str, Any]] = []
+        # reinforce with one path per step: moving average of past cross-entropies (nan: none yet)
+        self.register_buffer("ce_baseline", torch.tensor(float("nan")))
 
     # -- optimizers -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -136,7 +189,8 @@ class SearchModule(pl.LightningModule):
             loss, details = self.objective(ce, self.supernet.probs())
         else:
             loss, details = ce, {"ce": ce.detach()}
-        details = dict(details, acc=acc.detach())
+        ent = torch.tensor(list(self.supernet.entropies().values())).mean()
+        details = dict(details, acc=acc.detach(), entropy=ent)
         return loss, details
 
     def training_step(self, batch: dict[str, Any], batch_idx: int):
@@ -145,7 +199,9 @@ class SearchModule(pl.LightningModule):
         if self.current_epoch >= self.cfg.warmup_epochs:
             self.toggle_optimizer(a_opt)
             a_opt.zero_grad(set_to_none=True)
-            if self.cfg.second_order:
+            if self.cfg.relaxation == "reinforce":
+                loss, details = self._policy_gradient(xv, yv)
+            elif self.cfg.second_order:
                 loss, details = self._unrolled_grads(x, y, xv, yv, w_opt)
             else:
                 loss, details = self.arch_loss(xv, yv)
@@ -178,6 +234,25 @@ class SearchModule(pl.LightningModule):
         self._track("train/ce", ce, len(y))
         self._track("train/acc", acc, len(y))
         self.log("search/train_ce", ce.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+
+    def _policy_gradient(self, xv: torch.Tensor, yv: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """REINFORCE with a baseline (:func:`policy_gradient_ce`) plus the hardware terms' exact
+        gradient; leaves the result in ``alpha.grad`` (averaged across ranks)."""
+        net = self.supernet
+        ce_sur, stats = policy_gradient_ce(net, self._prep(xv), yv, self.cfg.arch_samples, self.ce_baseline,
+                                           self.cfg.baseline_decay)
+        if self.objective is not None:
+            loss, details = self.objective(ce_sur, net.probs())
+        else:
+            loss, details = ce_sur, {"ce": stats["ce"]}
+        self._check_finite(loss, "architecture loss", -1)
+        alphas = net.arch_parameters()
+        for a, g in zip(alphas, torch.autograd.grad(loss, alphas)):
+            if self.trainer.world_size > 1:
+                g = self.trainer.strategy.reduce(g, reduce_op="mean")
+            a.grad = g.detach()
+        ent = torch.tensor(list(net.entropies().values())).mean()
+        return loss, dict(details, **stats, entropy=ent)
 
     def _unrolled_grads(self, x, y, xv, yv, w_opt) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Second-order DARTS: grad_alpha L_val(w - xi*grad_w L_train(w)), the mixed
@@ -228,7 +303,7 @@ class SearchModule(pl.LightningModule):
         stats = {k[len("search/"):]: float(v) for k, v in self.trainer.callback_metrics.items()
                  if k.startswith("search/") and k.count("/") == 2}
         entry = {"epoch": int(self.current_epoch), "tau": self.supernet.tau, "alphas": self.supernet.alphas_dict(),
-                 "argmax": self.supernet.derive().to_string(), "stats": stats}
+                 "entropy": self.supernet.entropies(), "argmax": self.supernet.derive().to_string(), "stats": stats}
         self.alpha_history.append(entry)
         self.log("search/tau", self.supernet.tau, on_step=False, on_epoch=True)
 
@@ -243,6 +318,8 @@ class SearchModule(pl.LightningModule):
             raise TrainingError(f"checkpoint belongs to space {checkpoint.get('space_id')}, this run's space is "
                                 f"{self.space.space_id}; it cannot be resumed with this config")
         self.alpha_history = list(checkpoint.get("alpha_history", []))
+        # checkpoints written before the reinforce relaxation have no moving-average baseline
+        checkpoint.get("state_dict", {}).setdefault("ce_baseline", torch.tensor(float("nan")))
         if "rng_states" in checkpoint:
             _set_rng_state(checkpoint["rng_states"])
 
@@ -314,5 +391,6 @@ def save_alphas(ctx: "RunContext", module: SearchModule) -> None:
     sn = module.supernet
     atomic_write_json(ctx.path("alphas.json"), {
         "space_id": ctx.space.space_id, "relaxation": ctx.cfg.search.relaxation, "final": sn.alphas_dict(),
+        "entropy": sn.entropies(),
         "logits": {m.name: m.alpha.detach().cpu().tolist() for m in sn.mixed}, "argmax": sn.derive().to_string(),
         "history": module.alpha_history})

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+_logger = logging.getLogger("hwnas_darts.config")
+
 MAX_WIDTH = 16384
-Relaxation = Literal["softmax", "gumbel", "single_path"]
+Relaxation = Literal["softmax", "gumbel", "reinforce"]
 #: strictly positive / non-negative numbers with an upper bound (``le``) where they scale cost
 Pos = Annotated[float, Field(gt=0)]
 Target = Union[Annotated[float, Field(gt=0)], Literal["auto"]]
@@ -113,20 +116,42 @@ class SpaceConfig(Section):
 class SearchConfig(Section):
     """The bi-level differentiable search."""
 
-    relaxation: Relaxation = "single_path"
+    relaxation: Relaxation = "reinforce"
     epochs: int = Field(6, ge=0, le=1000)
     warmup_epochs: int = Field(3, ge=0, le=1000)
     steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
     weight_lr: Pos = 0.05
     weight_momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4.0e-5, ge=0)
-    alpha_lr: Pos = 0.01
+    alpha_lr: Pos = 0.05
     alpha_weight_decay: float = Field(0.0, ge=0)
     tau_start: Pos = 5.0
     tau_end: Pos = 0.5
     second_order: bool = False
     share_act_weights: bool = True
     grad_clip: Optional[Pos] = 5.0
+    # reinforce: paths scored on each architecture batch (>= 2: each against the others' mean, the
+    # leave-one-out baseline; 1: against a moving average of past rewards with this decay)
+    arch_samples: int = Field(4, ge=1, le=64)
+    baseline_decay: float = Field(0.95, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_path_is_reinforce(cls, data):
+        if isinstance(data, dict) and data.get("relaxation") == "single_path":
+            _logger.warning("search.relaxation=single_path (the straight-through estimator) was replaced by 'reinforce' "
+                            "(one sampled path per step too, with a policy gradient); running reinforce. Its gradient did "
+                            "not estimate the loss's: docs/BENCHMARKS.md section 11")
+            data = {**data, "relaxation": "reinforce"}
+        return data
+
+    @model_validator(mode="after")
+    def _second_order_needs_a_relaxed_path(self):
+        if self.second_order and self.relaxation == "reinforce":
+            raise ValueError("search.second_order=true differentiates through the weights, which the reinforce "
+                             "relaxation does not (its architecture gradient is a policy gradient); use "
+                             "gumbel or softmax with second_order, or set second_order=false")
+        return self
 
 
 class HardwareConfig(Section):
@@ -191,6 +216,11 @@ class ObjectiveConfig(Section):
 class DeriveConfig(Section):
     """Discretisation: which candidates are scored, and how."""
 
+    # decision: the argmax and, in layers whose top two probabilities are within tie_margin of each
+    # other, its runner-up swaps (the search decides; derive settles its near-ties). samples: the
+    # argmax and num_samples networks sampled from the final distribution (re-ranked by the score)
+    candidates: Literal["decision", "samples"] = "decision"
+    tie_margin: float = Field(0.1, ge=0, le=1)
     num_samples: int = Field(8, ge=0, le=1000)
     constrained: bool = True
     measure: bool = True

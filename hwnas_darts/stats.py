@@ -3,8 +3,8 @@
 Every function takes plain sequences and returns plain numbers, so a study script, a test and
 the derive stage use the same code: a mean with its Student-t interval, the interval of paired
 differences (same seed, two methods), a percentile bootstrap, the standard error of an accuracy
-difference between two classifiers scored on the same images, and Kendall's tau with a
-bootstrap interval.
+difference between two classifiers scored on the same images, Kendall's tau with a
+bootstrap interval, and a value's percentile among reference points of similar cost.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["mean_interval", "paired_interval", "bootstrap_interval", "paired_accuracy_se", "kendall_tau_interval"]
+__all__ = ["mean_interval", "paired_interval", "bootstrap_interval", "paired_accuracy_se", "kendall_tau_interval",
+           "band_percentile"]
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -73,3 +74,19 @@ def kendall_tau_interval(x: Sequence[float], y: Sequence[float], level: float = 
             boots.append(_st.kendalltau(xa[i], ya[i]).statistic)
     lo, hi = np.quantile(boots, [0.5 - level / 2, 0.5 + level / 2])
     return tau, float(lo), float(hi)
+
+
+def band_percentile(value: float, cost: float, reference: Sequence[tuple[float, float]],
+                    band: float = 0.05) -> tuple[float | None, int]:
+    """Percentile of ``value`` among the reference values whose cost lies within ``+-band`` (relative)
+    of ``cost``: ``reference`` holds ``(cost, value)`` pairs (e.g. latency and accuracy of retrained
+    random networks). Ties count half. Returns ``(percentile, references in the band)``, and
+    ``(None, 0)`` when the band holds none."""
+    if cost <= 0 or band < 0:
+        raise ValueError(f"need a positive cost and a non-negative band, got cost={cost}, band={band}")
+    inside = [v for c, v in reference if abs(c / cost - 1.0) <= band]
+    if not inside:
+        return None, 0
+    below = sum(v < value for v in inside)
+    equal = sum(v == value for v in inside)
+    return 100.0 * (below + 0.5 * equal) / len(inside), len(inside)

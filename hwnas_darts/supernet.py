@@ -5,9 +5,14 @@ Three relaxations of the categorical choice per layer:
 * ``softmax`` (DARTS): every candidate runs, outputs weighted by ``softmax(alpha)``;
 * ``gumbel`` (FBNet): every candidate runs, weighted by a Gumbel-softmax sample at temperature
   ``tau`` (annealed by the search);
-* ``single_path``: one candidate is sampled (Gumbel-max at temperature ``tau``) and only it runs;
-  the straight-through estimator ``w_k = 1 + p_k - stop_grad(p_k)`` carries the gradient to
-  every alpha of the layer, so time and memory are those of one subnet.
+* ``reinforce`` (TuNAS; the default): one candidate is sampled from ``softmax(alpha)`` and only it
+  runs, so a step costs what one subnet costs; the forward pass has no gradient path to alpha.
+  The search module scores several sampled paths on one validation batch and moves alpha by the
+  policy gradient (:func:`hwnas_darts.search.policy_gradient_ce`).
+
+``single_path`` (one sampled path with the straight-through gate ``1 + p_k - sg(p_k)``) was the
+earlier default and is gone: its gradient does not estimate the loss's (docs/BENCHMARKS.md section
+11), and a config that names it gets ``reinforce``.
 
 The architecture parameters are ``nn.Parameter``s on the MixedOps (so on the supernet, which
 keeps them identical across DDP ranks); :meth:`SuperNet.arch_parameters` and
@@ -17,11 +22,13 @@ keeps them identical across DDP ranks); :meth:`SuperNet.arch_parameters` and
 from __future__ import annotations
 
 import typing
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .decision import normalized_entropy
 from .network import build_layer
 from .sections import Relaxation
 from .space.arch import Arch, Scale
@@ -57,7 +64,7 @@ class MixedOp(nn.Module):
     With ``share_act_weights`` (the default), candidates that differ only in their activation
     (``mb_k3_e3_relu`` / ``mb_k3_e3_swish``) share their convolution and BN parameters (each
     keeps its own BN running statistics): the activation is then a choice on top of shared
-    weights, and every structure is trained twice as often under single-path sampling.
+    weights, and every structure is trained twice as often when one path is sampled per step.
     """
 
     def __init__(self, layer: LayerSpec, share_act_weights: bool = True):
@@ -102,13 +109,11 @@ class MixedOp(nn.Module):
         if mode == "gumbel":
             w = F.gumbel_softmax(self.alpha, tau=tau, hard=False)
             return sum(wi * op(x) for wi, op in zip(w, self.ops))
-        if mode == "single_path":
-            g = -torch.empty_like(self.alpha).exponential_().log()
-            soft = F.softmax((self.alpha + g) / tau, dim=-1)
-            k = int(soft.argmax())
+        if mode == "reinforce":  # a sample of the policy; the search module computes the gradient
+            with torch.no_grad():
+                k = int(torch.multinomial(self.probs(), 1))
             self.last_index = k
-            gate = 1.0 + soft[k] - soft[k].detach()  # value 1, gradient d soft_k / d alpha
-            return self.ops[k](x) * gate
+            return self.ops[k](x)
         raise ValueError(f"unknown relaxation {mode!r}")
 
     def export(self) -> str:
@@ -124,7 +129,7 @@ class MixedOp(nn.Module):
 class SuperNet(nn.Module):
     """Stem, one MixedOp per searchable layer, head; the relaxation and temperature are attributes."""
 
-    def __init__(self, space: SearchSpace, relaxation: str = "single_path", tau: float = 1.0,
+    def __init__(self, space: SearchSpace, relaxation: str = "reinforce", tau: float = 1.0,
                  share_act_weights: bool = True):
         super().__init__()
         self.space = space
@@ -146,9 +151,14 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     # -- forward ------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
-        """Relaxed forward, or the subnet of ``arch`` when given."""
-        indices = self.space.index_of(arch) if arch is not None else [None] * len(self.mixed)
+    def forward(self, x: torch.Tensor, arch: Arch | None = None, indices: Sequence[int] | None = None) -> torch.Tensor:
+        """Relaxed forward, or the subnet of ``arch`` (or of candidate ``indices``, one per layer) when given."""
+        if arch is not None:
+            indices = self.space.index_of(arch)
+        elif indices is None:
+            indices = [None] * len(self.mixed)
+        elif len(indices) != len(self.mixed):
+            raise ValueError(f"{len(indices)} candidate indices for {len(self.mixed)} searchable layers")
         x = self.stem(x)
         for m, idx in zip(self.mixed, indices):
             x = m(x, self.relaxation, self.tau, idx)
@@ -160,7 +170,7 @@ class SuperNet(nn.Module):
         return [m.probs() for m in self.mixed]
 
     def sampled_arch(self) -> Arch:
-        """The subnet the last single-path forward ran."""
+        """The subnet the last sampled (``reinforce``) forward ran."""
         idx = [m.last_index if m.last_index is not None else 0 for m in self.mixed]
         return self.space.from_indices(idx)
 
@@ -171,6 +181,23 @@ class SuperNet(nn.Module):
     def alphas_dict(self) -> dict[str, dict[str, float]]:
         """``{layer name: {op: probability}}``."""
         return {m.name: m.export_probs() for m in self.mixed}
+
+    def sample_indices(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``k`` paths sampled independently per layer from ``softmax(alpha)``: a ``(k, layers)`` long tensor."""
+        with torch.no_grad():
+            return torch.stack([torch.multinomial(p.detach().cpu(), k, replacement=True, generator=generator)
+                                for p in self.probs()], dim=1)
+
+    def log_prob(self, indices: torch.Tensor, layers: Sequence[int] | None = None) -> torch.Tensor:
+        """Differentiable log-probability of each path of a ``(k, layers)`` index tensor under
+        ``softmax(alpha)`` (summed over ``layers`` only, when given)."""
+        which = range(len(self.mixed)) if layers is None else layers
+        logp = [F.log_softmax(self.mixed[i].alpha, dim=-1)[indices[:, i].to(self.mixed[i].alpha.device)] for i in which]
+        return torch.stack(logp, dim=1).sum(dim=1)
+
+    def entropies(self) -> dict[str, float]:
+        """Normalised entropy of each layer's distribution: 1 = uniform, 0 = decided (:func:`~hwnas_darts.decision.normalized_entropy`)."""
+        return {m.name: normalized_entropy(m.probs().detach()) for m in self.mixed}
 
     def sample_archs(self, k: int, generator: torch.Generator | None = None) -> list[Arch]:
         """``k`` architectures sampled independently per layer from ``softmax(alpha)``."""

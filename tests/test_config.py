@@ -56,7 +56,7 @@ def test_choices_and_nested_unknown_keys():
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"search": {"relaxation": "dart"}, "space": {"stages": [{"widht": 8, "ops": ["skip"]}]}})
     msg = str(exc.value)
-    assert "search.relaxation: must be one of 'softmax', 'gumbel' or 'single_path', got 'dart'" in msg
+    assert "search.relaxation: must be one of 'softmax', 'gumbel' or 'reinforce', got 'dart'" in msg
     assert "space.stages.0.widht: unknown key (did you mean 'width'?)" in msg
 
 

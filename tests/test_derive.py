@@ -23,10 +23,10 @@ def _peaked(space, arch, strength=3.0):
 def test_candidates_deduplicated(tiny_space):
     arch = tiny_space.sample(0)
     net = _peaked(tiny_space, arch, strength=20.0)  # every sample equals the argmax
-    cands = propose_candidates(net, DeriveConfig(num_samples=6, constrained=False), seed=0)
+    cands = propose_candidates(net, DeriveConfig(candidates="samples", num_samples=6, constrained=False), seed=0)
     assert len(cands) == 1
     assert cands[0].arch == arch and set(cands[0].sources) == {"argmax", "sample"}
-    cands = propose_candidates(SuperNet(tiny_space), DeriveConfig(num_samples=12, constrained=False), seed=0)
+    cands = propose_candidates(SuperNet(tiny_space), DeriveConfig(candidates="samples", num_samples=12, constrained=False), seed=0)
     assert len({c.arch.ops for c in cands}) == len(cands)
 
 

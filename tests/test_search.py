@@ -46,11 +46,24 @@ def test_warm_up_epochs_leave_alphas_untouched():
     assert all(torch.equal(b, a.detach()) for b, a in zip(before, module.supernet.arch_parameters()))
 
 
-@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "single_path"])
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
 def test_second_order_update_runs_for_every_relaxation(relaxation):
     module, before = _fit(["search.epochs=1", "search.warmup_epochs=0", "search.second_order=true",
                            f"search.relaxation={relaxation}"], steps=2)
     assert any(not torch.equal(b, a.detach()) for b, a in zip(before, module.supernet.arch_parameters()))
+
+
+def test_second_order_is_refused_for_reinforce():
+    from hwnas_darts.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy gradient"):
+        load_config(TINY, ["search.relaxation=reinforce", "search.second_order=true"])
+
+
+def test_single_path_configs_run_reinforce(caplog):
+    cfg = load_config(TINY, ["search.relaxation=single_path"])
+    assert cfg.search.relaxation == "reinforce"
+    assert "replaced by 'reinforce'" in caplog.text
 
 
 def test_temperature_schedule():
@@ -113,3 +126,66 @@ def test_second_order_architecture_gradient_matches_exact_unrolled_gradient(tiny
     second_term = (e - f).norm()
     assert second_term > 0.05 * e.norm()  # the unrolled term matters here, so the check has teeth
     assert (a - e).norm() < 0.05 * second_term
+
+
+# ------------------------------------------------------------------------------------------------
+# A toy supernet whose best op per layer is known: every relaxation must find it
+# ------------------------------------------------------------------------------------------------
+TOY = """
+name: toy
+seed: 0
+data:
+  dataset: synthetic
+  synthetic: {num_train: 1024, num_test: 64, channels: 1, size: 8, num_classes: 4, noise: 0.5}
+  val_fraction: 0.5
+  search_subset: null
+  batch_size: 32
+  augment: false
+space:
+  stem: [{op: conv_k3_relu, width: 8, stride: 1}]
+  stages:
+    - {name: toy, width: 8, layers: 3, stride: 1, ops: [conv_k3, mb_k3_e2, fmb_k3_e2, skip], acts: [relu]}
+  head: {width: 16, act: relu, dropout: 0.0}
+search: {epochs: 6, warmup_epochs: 1, steps_per_epoch: 16, alpha_lr: 0.1, tau_start: 1.0, tau_end: 1.0}
+logger: {kind: none}
+trainer: {accelerator: cpu, progress: false}
+"""
+
+
+class _Keep(torch.nn.Module):
+    """The good op: passes the features on."""
+
+    def forward(self, x):
+        return x
+
+
+class _Blur(torch.nn.Module):
+    """A bad op: the features drowned in fresh noise (what a useless candidate does to the signal)."""
+
+    def forward(self, x):
+        return x + 1.5 * torch.randn_like(x)
+
+
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "reinforce"])
+def test_every_relaxation_finds_the_known_best_op_of_a_toy_supernet(tmp_path, relaxation):
+    """Three layers of four candidates; in layer l only candidate ``best[l]`` keeps the signal, the
+    others add noise. From uniform alphas and within 80 architecture steps, each relaxation's argmax
+    is the known best path and it holds most of each layer's probability."""
+    cfg_path = tmp_path / "toy.yaml"
+    cfg_path.write_text(TOY)
+    cfg = load_config(cfg_path, [f"search.relaxation={relaxation}"])
+    from hwnas_darts.space import SearchSpace
+
+    space = SearchSpace.from_config(cfg)
+    pl.seed_everything(0, verbose=False)
+    module = SearchModule(space, cfg.search, None)
+    best = [1, 3, 0]
+    for m, b in zip(module.supernet.mixed, best):
+        m.ops = torch.nn.ModuleList(_Keep() if i == b else _Blur() for i in range(len(m.ops)))
+    assert all(float(p.max() - p.min()) == 0 for p in module.supernet.probs())  # a uniform start
+    trainer = pl.Trainer(max_epochs=cfg.search.epochs, limit_train_batches=16, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(module, datamodule=HwnasDataModule(cfg.data, cfg.seed, mode="search"))
+    found = [int(p.argmax()) for p in module.supernet.probs()]
+    assert found == best, (relaxation, module.supernet.alphas_dict())
+    assert all(float(p.max()) > 0.5 for p in module.supernet.probs()), module.supernet.alphas_dict()

@@ -55,3 +55,16 @@ def test_kendall_tau_interval():
     x = rng.random(12)
     tau, lo, hi = kendall_tau_interval(x, x + rng.normal(0, 0.3, 12))
     assert lo <= tau <= hi
+
+
+def test_band_percentile_counts_only_the_band():
+    from hwnas_darts.stats import band_percentile
+
+    ref = [(10.0, 0.90), (10.4, 0.91), (9.6, 0.92), (10.2, 0.93), (12.0, 0.99), (7.0, 0.50)]
+    # band +-5 % of 10 ms: the first four; 0.915 beats two of them
+    assert band_percentile(0.915, 10.0, ref) == (50.0, 4)
+    assert band_percentile(0.91, 10.0, ref) == (37.5, 4)  # one below, one tie (half)
+    assert band_percentile(0.95, 10.0, ref, band=0.25) == (80.0, 5)  # 12 ms joins the band; 7 ms stays out
+    assert band_percentile(0.95, 30.0, ref) == (None, 0)
+    with pytest.raises(ValueError, match="positive cost"):
+        band_percentile(0.9, 0.0, ref)

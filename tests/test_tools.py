@@ -18,7 +18,7 @@ def test_bench_search_smoke(tmp_path):
                            "--warmup", "1", "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.read_text())
-    assert set(res["relaxations"]) == {"single_path", "gumbel", "softmax"}
+    assert set(res["relaxations"]) == {"reinforce", "gumbel", "softmax"}
     for r in res["relaxations"].values():
         assert r["iteration_s"] > 0 and r["ratio_to_floor"] > 0 and r["peak_bytes"] > 0
     assert "x floor" in proc.stdout
@@ -55,7 +55,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert (out / lut["eager"]["table"]).is_file() and "skipped" in lut["cuda_graph"]
     assert lut["eager"]["learned"]["n"] == 4 and lut["eager"]["repeatability"]["n"] == 4
     search = parts["search"]["result"]
-    assert search["fp32_contiguous"]["single_path"]["ms"] > 0 and search["fp32_channels_last"]["softmax"]["x_floor"] > 0
+    assert search["fp32_contiguous"]["reinforce"]["ms"] > 0 and search["fp32_channels_last"]["softmax"]["x_floor"] > 0
     assert "CUDA only" in search["bf16_contiguous"]["skipped"]
     fit = parts["fit"]["result"]
     assert fit["metrics"]["test_accuracy"] is not None and all(e["ok"] for e in fit["exports"])

@@ -12,7 +12,7 @@ followed by a dispatch-mode counter.
 
     python tools/bench_search.py                      # default config, batch 64, every relaxation
     python tools/bench_search.py --config configs/tiny.yaml --iters 5 --json out.json
-    python tools/bench_search.py --run runs/fashion_mnist --relaxations single_path   # + stage times of a fit run
+    python tools/bench_search.py --run runs/fashion_mnist --relaxations reinforce   # + stage times of a fit run
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from hwnas_darts.config import load_config  # noqa: E402
 from hwnas_darts.data import HwnasDataModule  # noqa: E402
 from hwnas_darts.hardware.roofline import ByteCounter  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
+from hwnas_darts.search import policy_gradient_ce  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
 from hwnas_darts.supernet import SuperNet  # noqa: E402
 
@@ -46,15 +47,18 @@ def _batches(dm, n):
     return out
 
 
-def search_iteration(net: SuperNet, w_opt, a_opt, batch) -> None:
+def search_iteration(net: SuperNet, w_opt, a_opt, batch, samples: int = 4) -> None:
     """One bi-level iteration exactly as SearchModule does it (first order, weights frozen in the
-    architecture step)."""
+    architecture step; ``reinforce``: ``samples`` paths scored on the validation batch)."""
     (x, y), (xv, yv) = batch
     weights = net.weight_parameters()
     for p in weights:
         p.requires_grad_(False)
     a_opt.zero_grad(set_to_none=True)
-    F.cross_entropy(net(xv), yv).backward()
+    if net.relaxation == "reinforce":
+        policy_gradient_ce(net, xv, yv, samples)[0].backward()
+    else:
+        F.cross_entropy(net(xv), yv).backward()
     a_opt.step()
     for p in weights:
         p.requires_grad_(True)
@@ -158,7 +162,7 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
                 fn()
         return run
 
-    # memory: one step of each (single path: the sampled subnet; floor: a subnet)
+    # memory: one step of each (reinforce: the sampled subnet; floor: a subnet)
     mem_floor = statistics.median(_peak(amp(lambda f=f, b=b: floor_iteration(*f, b)), dev)
                                   for f, b in zip(floors[:3], batches[:3]))
     results["floor_peak_bytes"] = mem_floor
@@ -178,7 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--config")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--relaxations", default="single_path,gumbel,softmax")
+    ap.add_argument("--relaxations", default="reinforce,gumbel,softmax")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU training precision)")

@@ -158,7 +158,7 @@ def part_search(args, out: Path) -> dict:
             if bf16 and not cuda:
                 res[key] = {"skipped": "bf16 autocast is measured on CUDA only"}
                 continue
-            r = bench(cfg_path, overrides, iters, warm, ["single_path", "gumbel", "softmax"], args.device,
+            r = bench(cfg_path, overrides, iters, warm, ["reinforce", "gumbel", "softmax"], args.device,
                       bf16=bf16, channels_last=cl)
             res[key] = {"floor_ms": r["floor_s"] * 1e3, "floor_peak_mib": r["floor_peak_bytes"] / 2**20,
                         **{m: {"ms": v["iteration_s"] * 1e3, "x_floor": v["ratio_to_floor"],
