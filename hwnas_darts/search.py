@@ -141,7 +141,7 @@ class SearchModule(pl.LightningModule):
         self.automatic_optimization = False
         self.cfg = cfg
         self.space = space
-        self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start, cfg.share_act_weights)
+        self.supernet = SuperNet(space, cfg.relaxation, cfg.tau_start, cfg.share_act_weights, cfg.weight_sampling)
         self.objective = objective
         self.channels_last = channels_last
         if channels_last:

@@ -134,6 +134,9 @@ class SearchConfig(Section):
     # leave-one-out baseline; 1: against a moving average of past rewards with this decay)
     arch_samples: int = Field(4, ge=1, le=64)
     baseline_decay: float = Field(0.95, ge=0, lt=1)
+    # reinforce: which paths the weight steps train - the policy's samples (TuNAS) or uniform ones
+    # (SPOS/FairNAS: every op trained as often, so the policy compares ops trained alike)
+    weight_sampling: Literal["policy", "uniform"] = "policy"
 
     @model_validator(mode="before")
     @classmethod
@@ -147,6 +150,9 @@ class SearchConfig(Section):
 
     @model_validator(mode="after")
     def _second_order_needs_a_relaxed_path(self):
+        if self.weight_sampling == "uniform" and self.relaxation != "reinforce":
+            raise ValueError("search.weight_sampling=uniform needs search.relaxation=reinforce (softmax and gumbel "
+                             "train every path in every step)")
         if self.second_order and self.relaxation == "reinforce":
             raise ValueError("search.second_order=true differentiates through the weights, which the reinforce "
                              "relaxation does not (its architecture gradient is a policy gradient); use "

@@ -8,7 +8,9 @@ Three relaxations of the categorical choice per layer:
 * ``reinforce`` (TuNAS; the default): one candidate is sampled from ``softmax(alpha)`` and only it
   runs, so a step costs what one subnet costs; the forward pass has no gradient path to alpha.
   The search module scores several sampled paths on one validation batch and moves alpha by the
-  policy gradient (:func:`hwnas_darts.search.policy_gradient_ce`).
+  policy gradient (:func:`hwnas_darts.search.policy_gradient_ce`). With ``weight_sampling="uniform"``
+  the weight steps train uniformly sampled paths instead of the policy's (every op as often, as in
+  SPOS/FairNAS), so the policy compares ops trained alike.
 
 ``single_path`` (one sampled path with the straight-through gate ``1 + p_k - sg(p_k)``) was the
 earlier default and is gone: its gradient does not estimate the loss's (docs/BENCHMARKS.md section
@@ -109,9 +111,9 @@ class MixedOp(nn.Module):
         if mode == "gumbel":
             w = F.gumbel_softmax(self.alpha, tau=tau, hard=False)
             return sum(wi * op(x) for wi, op in zip(w, self.ops))
-        if mode == "reinforce":  # a sample of the policy; the search module computes the gradient
+        if mode in ("reinforce", "uniform"):  # a sample of the policy (or of the uniform distribution)
             with torch.no_grad():
-                k = int(torch.multinomial(self.probs(), 1))
+                k = int(torch.multinomial(self.probs(), 1)) if mode == "reinforce" else int(torch.randint(len(self.ops), ()))
             self.last_index = k
             return self.ops[k](x)
         raise ValueError(f"unknown relaxation {mode!r}")
@@ -130,11 +132,15 @@ class SuperNet(nn.Module):
     """Stem, one MixedOp per searchable layer, head; the relaxation and temperature are attributes."""
 
     def __init__(self, space: SearchSpace, relaxation: str = "reinforce", tau: float = 1.0,
-                 share_act_weights: bool = True):
+                 share_act_weights: bool = True, weight_sampling: str = "policy"):
         super().__init__()
+        if weight_sampling not in ("policy", "uniform"):
+            raise ValueError(f"weight_sampling must be 'policy' or 'uniform', got {weight_sampling!r}")
         self.space = space
         self.relaxation = _check_relaxation(relaxation)
         self.tau = float(tau)
+        #: reinforce: the path a training-mode forward samples (the policy's, or uniform: every path as often)
+        self.weight_sampling = weight_sampling
         base = space.plan(Arch(tuple(l.candidates[0] for l in space.layers), Scale(), space.space_id))
         self.stem = nn.Sequential(*(build_layer(p) for p in base if p.role == "stem"))
         self.mixed = nn.ModuleList(MixedOp(l, share_act_weights) for l in space.layers)
@@ -159,9 +165,12 @@ class SuperNet(nn.Module):
             indices = [None] * len(self.mixed)
         elif len(indices) != len(self.mixed):
             raise ValueError(f"{len(indices)} candidate indices for {len(self.mixed)} searchable layers")
+        mode = self.relaxation
+        if mode == "reinforce" and self.weight_sampling == "uniform" and self.training:
+            mode = "uniform"
         x = self.stem(x)
         for m, idx in zip(self.mixed, indices):
-            x = m(x, self.relaxation, self.tau, idx)
+            x = m(x, mode, self.tau, idx)
         return self.head(x)
 
     # -- architecture distribution ------------------------------------------------------------

@@ -166,14 +166,15 @@ class _Blur(torch.nn.Module):
         return x + 1.5 * torch.randn_like(x)
 
 
-@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "reinforce"])
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "reinforce", "reinforce search.weight_sampling=uniform"])
 def test_every_relaxation_finds_the_known_best_op_of_a_toy_supernet(tmp_path, relaxation):
     """Three layers of four candidates; in layer l only candidate ``best[l]`` keeps the signal, the
     others add noise. From uniform alphas and within 80 architecture steps, each relaxation's argmax
     is the known best path and it holds most of each layer's probability."""
     cfg_path = tmp_path / "toy.yaml"
     cfg_path.write_text(TOY)
-    cfg = load_config(cfg_path, [f"search.relaxation={relaxation}"])
+    name, *extra = relaxation.split()
+    cfg = load_config(cfg_path, [f"search.relaxation={name}", *extra])
     from hwnas_darts.space import SearchSpace
 
     space = SearchSpace.from_config(cfg)

@@ -149,3 +149,17 @@ def test_policy_gradient_is_unbiased(tiny_space, samples):
     se = d.std(0) / len(d) ** 0.5
     assert exact.abs().max() > 5 * se.max()  # the gradient stands out of the noise: the check has teeth
     assert ((d.mean(0) - exact).abs() <= 4 * se + 1e-6).all(), (d.mean(0), exact, se)
+
+
+def test_uniform_weight_sampling_ignores_the_policy(tiny_space):
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space, "reinforce", weight_sampling="uniform").train()
+    with torch.no_grad():
+        net.mixed[0].alpha.copy_(torch.tensor([8.0, 0.0, 0.0]))  # the policy all but certain of op 0
+    counts = torch.zeros(3)
+    for _ in range(300):
+        net(torch.randn(1, 1, 16, 16))
+        counts[net.mixed[0].last_index] += 1
+    assert (counts > 60).all(), counts  # each op about 100 times
+    with pytest.raises(ValueError, match="weight_sampling"):
+        SuperNet(tiny_space, "reinforce", weight_sampling="fair")

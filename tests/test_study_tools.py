@@ -1,0 +1,115 @@
+"""The search-quality study tools on synthetic finished runs (no training) and one tiny run:
+ground truth and band percentiles, search vs equal-budget random search, the space ranking,
+and the architecture-gradient diagnostic."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from .conftest import TINY
+from .test_tools import _load_tool
+
+ARCHS = ["s2dconv_n2_relu-fmb_k3_e2_relu-skip", "s2d_n2_relu-conv_k3_relu-skip", "fmb_k3_e2_relu-mb_k3_e2_relu-skip",
+         "s2dconv_n2_relu-conv_k3_swish-conv_k3_relu", "s2d_n2_relu-skip-skip"]
+
+
+def _metrics(d, **m):
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def _no_fit(*a, **k):
+    raise AssertionError(f"a finished run was recomputed: {a}")
+
+
+def test_ground_truth_reuses_runs_and_ranks_within_the_band(tmp_path, monkeypatch):
+    tool = _load_tool("ground_truth")
+    from hwnas_darts.config import load_config
+    from hwnas_darts.space import SearchSpace
+
+    space = SearchSpace.from_config(load_config(TINY))
+    archs = space.sample_unique(4, seed=777)
+    for i, (a, acc, ms) in enumerate(zip(archs, [0.80, 0.85, 0.90, 0.70], [10.0, 10.2, 9.8, 20.0])):
+        _metrics(tmp_path / f"net{i:02d}", test_accuracy=acc, latency_ms=ms, latency_ms_predicted=ms, arch=a.to_string(),
+                 seed=0)
+    monkeypatch.setattr(sys.modules["compare_search"].subprocess, "run", _no_fit)
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "-n", "4"]) == 0
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())["networks"]
+    assert [t["test_accuracy"] for t in truth] == [0.80, 0.85, 0.90, 0.70]
+    r = tool.rank(truth, {"test_accuracy": 0.87, "latency_ms_predicted": 10.0})
+    assert r["in_band"] == 3 and r["percentile"] == pytest.approx(200 / 3)  # beats 0.80 and 0.85, not 0.90
+    assert tool.rank(truth, {"test_accuracy": 0.87, "latency_ms_predicted": 15.0})["percentile"] is None
+    with pytest.raises(SystemExit, match="-n must be"):
+        tool.main(["--out", str(tmp_path), "-n", "0"])
+
+
+def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
+    """Two seeds, two targets, all runs finished: random search returns its most accurate pool member
+    under each target; a method without a network under the target loses that seed."""
+    tool = _load_tool("search_vs_random")
+    hw = {(0, 0.1): (0.90, 9.0, 10.0), (0, 0.5): (0.92, 14.0, 15.0),
+          (1, 0.1): (0.91, 11.0, 10.0), (1, 0.5): (0.93, 13.0, 15.0)}  # seed 1 at q0.1 misses its 10 ms target
+    for (seed, q), (acc, pred, target) in hw.items():
+        _metrics(tmp_path / f"seed{seed}" / f"hw_q{q:g}", test_accuracy=acc, latency_ms=pred, latency_ms_predicted=pred,
+                 latency_target_ms=target, search_seconds=100.0, derive_seconds=20.0, arch=ARCHS[seed])
+    pools = {0: [(ARCHS[2], 0.75, 9.5), (ARCHS[3], 0.78, 14.5), (ARCHS[4], 0.70, 8.0)],
+             1: [(ARCHS[1], 0.74, 12.0), (ARCHS[3], 0.76, 14.5)]}  # seed 1: nothing under 10 ms
+    retrained = {(0, ARCHS[2]): 0.89, (0, ARCHS[3]): 0.93, (1, ARCHS[3]): 0.92}
+    for seed, pool in pools.items():
+        (tmp_path / f"seed{seed}").mkdir(exist_ok=True)
+        (tmp_path / f"seed{seed}" / "random_pool.json").write_text(json.dumps(
+            {"archs": [{"arch": a, "val_accuracy": v, "latency_ms_predicted": ms} for a, v, ms in pool], "seconds": 100}))
+    lat = {a: ms for pool in pools.values() for a, _, ms in pool}
+    for (seed, arch), acc in retrained.items():
+        _metrics(tool._retrain_dir(tmp_path, arch, seed), test_accuracy=acc, latency_ms=lat[arch],
+                 latency_ms_predicted=lat[arch], arch=arch)
+    monkeypatch.setattr(sys.modules["compare_search"].subprocess, "run", _no_fit)
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5"]) == 0
+    res = json.loads((tmp_path / "tunas.json").read_text())
+    s = {r["target_quantile"]: r for r in res["summary"]}
+    # q0.1: seed 0 paired (0.90 vs 0.89, the pool's best under 10 ms); seed 1: hw misses, random has none
+    assert s[0.1]["paired"] == 1 and s[0.1]["d_per_seed"] == pytest.approx([0.01])
+    assert s[0.1]["hw_forfeits"] == [1] and s[0.1]["random_forfeits"] == [1] and s[0.1]["hw_wins"] == 1
+    # q0.5: random picks the 0.78 member in both seeds (0.93, 0.92 retrained): hw - random = -0.01, +0.01
+    assert s[0.5]["paired"] == 2 and s[0.5]["d_per_seed"] == pytest.approx([-0.01, 0.01]) and s[0.5]["hw_wins"] == 1
+    assert "| q0.5 | 2 of 2 |" in (tmp_path / "tunas.md").read_text()
+    assert tool.pick({"archs": [{"latency_ms_predicted": 20.0, "val_accuracy": 1.0}]}, 10.0) is None
+
+
+def test_space_ranking_rankers_and_the_paired_difference():
+    tool = _load_tool("space_ranking")
+    rng = np.random.default_rng(0)
+    acc = np.linspace(0.88, 0.92, 30)
+    lat = acc * 100 + rng.normal(0, 0.5, 30)  # latency tracks accuracy closely
+    noise = rng.normal(0, 1, 30)  # a supernet that knows nothing
+    scores = tool.ranker_scores(noise, lat)
+    assert set(scores) == {"supernet", "latency", "combined"}
+    pooled = {k: np.concatenate([v, v]) for k, v in scores.items()}
+    res = tool.tau_table(pooled, np.tile(acc, 2), runs=2, n_boot=300)
+    assert res["latency"]["kendall_tau"] > 0.8 and abs(res["supernet"]["kendall_tau"]) < 0.3
+    lo, hi = res["supernet"]["minus_latency_ci"]
+    assert hi < 0  # the uninformed supernet ranks worse than latency, and the interval says so
+    assert res["combined"]["ci"][0] <= res["combined"]["kendall_tau"] <= res["combined"]["ci"][1]
+
+
+def test_arch_gradients_on_a_tiny_run(tiny_run, tmp_path):
+    run, _ = tiny_run
+    tool = _load_tool("arch_gradients")
+    out = tmp_path / "g.json"
+    assert tool.main([str(run), "--uniform", "--batches", "4", "--estimators", "st,reinforce2,layerwise2",
+                      "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["estimators"]) == {"st", "reinforce2", "layerwise2"}
+    for est in res["estimators"].values():
+        for layer in est["layers"].values():
+            assert layer["noise"] >= 0 and "cosine_to_reinforce2" in layer
+    assert set(res["hardware_grad_norm"]) == set(res["estimators"]["st"]["layers"])
+    samples = [[np.ones(2)], [np.ones(2) * 3]]  # mean (2, 2), per-step noise sqrt(2 + 2)
+    import torch
+
+    s = tool.summarize([[torch.tensor(x[0])] for x in samples], ["l"])["l"]
+    assert s["signal"] == pytest.approx(8 ** 0.5) and s["noise"] == pytest.approx(2.0)

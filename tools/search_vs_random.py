@@ -1,0 +1,210 @@
+"""Does the search beat random search of equal cost? The TuNAS protocol, per latency target and seed.
+
+For every seed and latency target (a quantile of the space's latency on this device):
+
+* **hw**: this package's search (``fit`` with ``objective.target_quantile=q``); its network is
+  the one derive returns.
+* **random**: random search with the same wall-clock budget as that seed's hw searches spent
+  choosing (median of search + derive seconds): architectures sampled from the space, each
+  trained ``--random-steps`` steps on the weight split and scored on the architecture-validation
+  split, as many as the budget allows. One pool per seed serves every target (sampling does not
+  depend on the target); for each target random search returns its most accurate network whose
+  predicted latency meets that seed's target.
+
+Both methods' networks are retrained with the same recipe and seed and tested on the official
+test images (retrains are shared by architecture and seed). A method whose network misses the
+target (predicted latency above it by more than ``--tolerance``), or that has none under it,
+loses that seed. With ``--ground-truth DIR`` (``tools/ground_truth.py``) every network also gets
+its percentile among the random networks within +-5 % of its predicted latency.
+
+Output: ``OUT/tunas.json`` and ``OUT/tunas.md`` (per target: paired differences with 95 %
+intervals, wins, forfeits, percentiles). Finished runs are reused, so the command resumes.
+
+    python tools/search_vs_random.py --out runs/tunas --seeds 0,1,2,3,4 --targets 0.1,0.3,0.5 \\
+        --ground-truth runs/gt retrain.epochs=3
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare_search import run_fit, short_train_accuracy  # noqa: E402
+from ground_truth import rank  # noqa: E402
+
+from hwnas_darts.config import load_config  # noqa: E402
+from hwnas_darts.hardware.measure import MeasureSettings  # noqa: E402
+from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
+from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
+from hwnas_darts.lut import obtain_table  # noqa: E402
+from hwnas_darts.space import SearchSpace  # noqa: E402
+from hwnas_darts.stats import paired_interval  # noqa: E402
+
+_logger = logging.getLogger("search_vs_random")
+
+
+def random_pool(out: Path, cfg, space: SearchSpace, model: LatencyModel, seed: int, budget: float, steps: int,
+                cap: int) -> dict[str, Any]:
+    """Random search's scored architectures for one seed (``random_pool.json``, reused when present)."""
+    from hwnas_darts.data import HwnasDataModule
+
+    path = out / "random_pool.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    dm = HwnasDataModule(cfg.data, seed, mode="search")
+    dm.setup()
+    pool: dict[str, Any] = {"budget_seconds": budget, "steps": steps, "archs": []}
+    t0 = time.perf_counter()
+    for arch in space.sample_unique(cap, seed=seed + 4242):
+        if time.perf_counter() - t0 > budget:
+            break
+        acc = short_train_accuracy(space, arch, dm, steps, seed)
+        pool["archs"].append({"arch": arch.to_string(), "val_accuracy": acc, "latency_ms_predicted": model.predict(arch)})
+        _logger.info("seed %d random %d: %s val acc %.4f (%.0f of %.0f s)", seed, len(pool["archs"]), arch, acc,
+                     time.perf_counter() - t0, budget)
+    pool["seconds"] = time.perf_counter() - t0
+    atomic_write_json(path, pool)
+    return pool
+
+
+def pick(pool: dict[str, Any], target_ms: float) -> dict[str, Any] | None:
+    """The most accurate pool member whose predicted latency meets the target (None: none does)."""
+    ok = [a for a in pool["archs"] if a["latency_ms_predicted"] <= target_ms]
+    return max(ok, key=lambda a: a["val_accuracy"]) if ok else None
+
+
+def _retrain_dir(root: Path, arch: str, seed: int) -> Path:
+    return root / "retrained" / f"s{seed}-{hashlib.sha1(arch.encode()).hexdigest()[:12]}"
+
+
+def compare(records: list[dict[str, Any]], tolerance: float) -> list[dict[str, Any]]:
+    """Per target: hw minus random, paired by seed, over the seeds where both meet the target; wins,
+    forfeits (a method without a network under the target loses that seed) and percentiles."""
+    out = []
+    for q in sorted({r["target_quantile"] for r in records}):
+        rows = sorted((r for r in records if r["target_quantile"] == q), key=lambda r: r["seed"])
+        both = [r for r in rows if r["hw"]["meets"] and r["random"] and r["random"]["meets"]]
+        rec: dict[str, Any] = {"target_quantile": q, "seeds": [r["seed"] for r in rows], "paired": len(both)}
+        if both:
+            d = [r["hw"]["test_accuracy"] - r["random"]["test_accuracy"] for r in both]
+            m, lo, hi = paired_interval(d, [0.0] * len(d))
+            rec.update(d_accuracy=m, d_accuracy_ci=[lo, hi], d_per_seed=d)
+        hw_forfeit = [r["seed"] for r in rows if not r["hw"]["meets"]]
+        rnd_forfeit = [r["seed"] for r in rows if not (r["random"] and r["random"]["meets"])]
+        wins = sum(1 for r in rows if (r["seed"] not in hw_forfeit) and (r["seed"] in rnd_forfeit or (
+            r["seed"] not in rnd_forfeit and r["hw"]["test_accuracy"] > r["random"]["test_accuracy"])))
+        rec.update(hw_wins=wins, hw_forfeits=hw_forfeit, random_forfeits=rnd_forfeit, n=len(rows))
+        for method in ("hw", "random"):
+            pcts = [r[method]["percentile"] for r in rows if r[method] and r[method].get("percentile") is not None]
+            rec[f"{method}_percentiles"] = pcts
+            rec[f"{method}_median_percentile"] = statistics.median(pcts) if pcts else None
+        out.append(rec)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--targets", default="0.1,0.3,0.5", help="latency targets as quantiles of the space")
+    ap.add_argument("--hw", default="", help="extra overrides of the hw searches (e.g. a search setting under test)")
+    ap.add_argument("--random-steps", type=int, default=300)
+    ap.add_argument("--random-max", type=int, default=60, help="cap on random architectures per seed")
+    ap.add_argument("--tolerance", type=float, default=0.0, help="relative slack on the target before a network misses it")
+    ap.add_argument("--ground-truth", help="a tools/ground_truth.py directory: percentiles of every network")
+    ap.add_argument("--report", action="store_true", help="start nothing: report the finished runs")
+    ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (the recipe, e.g. retrain.epochs=3)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    qs = [float(q) for q in args.targets.split(",")]
+    base = list(args.fit_overrides)
+    cfg = load_config(args.config, base)
+    space = SearchSpace.from_config(cfg)
+    table, source = obtain_table(cfg, space, MeasureSettings.from_config(cfg.hardware))
+    _logger.info("latency table: %s", source)
+    model = LatencyModel(table, space)
+    truth = None
+    if args.ground_truth:
+        truth = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
+    missing: list[str] | None = [] if args.report else None
+    records = []
+
+    def finish(m: dict[str, Any], target: float) -> dict[str, Any]:
+        r = {k: m.get(k) for k in ("arch", "test_accuracy", "latency_ms", "latency_ms_predicted")}
+        r["meets"] = m["latency_ms_predicted"] <= target * (1 + args.tolerance)
+        if truth:
+            r["percentile"] = rank(truth, m)["percentile"]
+        return r
+
+    for seed in seeds:
+        sd = out / f"seed{seed}"
+        hw: dict[float, dict] = {}
+        for q in qs:
+            ov = base + [f"seed={seed}", f"objective.target_quantile={q}"] + args.hw.split()
+            m = run_fit(sd / f"hw_q{q:g}", args.config, ov, missing=missing)
+            if m is not None:
+                hw[q] = m
+        if len(hw) < len(qs):
+            continue
+        budget = statistics.median(m["search_seconds"] + (m.get("derive_seconds") or 0.0) for m in hw.values())
+        if args.report and not (sd / "random_pool.json").is_file():
+            missing.append(str(sd / "random_pool.json"))
+            continue
+        pool = random_pool(sd, cfg, space, model, seed, budget, args.random_steps, args.random_max)
+        for q in qs:
+            target = hw[q]["latency_target_ms"]
+            choice = pick(pool, target)
+            rnd = None
+            if choice is not None:
+                r = run_fit(_retrain_dir(out, choice["arch"], seed), args.config, base + [f"seed={seed}"],
+                            arch=choice["arch"], missing=missing)
+                rnd = None if r is None else {**finish(r, target), "val_accuracy": choice["val_accuracy"]}
+                if r is None:
+                    continue
+            records.append({"seed": seed, "target_quantile": q, "target_ms": target, "budget_seconds": budget,
+                            "pool": len(pool["archs"]), "pool_under_target": sum(a["latency_ms_predicted"] <= target
+                                                                                for a in pool["archs"]),
+                            "hw": finish(hw[q], target), "random": rnd})
+    summary = compare(records, args.tolerance)
+    lines = []
+    if missing:
+        lines += [f"**Interim report**: {len(missing)} run(s) unfinished and left out.", ""]
+    lines += ["| target | seeds paired | hw - random test acc | 95 % interval | hw wins | hw forfeits | random forfeits "
+              "| hw median pct | random median pct |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        ci = s.get("d_accuracy_ci")
+        lines.append(f"| q{s['target_quantile']:g} | {s['paired']} of {s['n']} | "
+                     + (f"{s['d_accuracy']:+.4f} | [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "- | -")
+                     + f" | {s['hw_wins']} | {s['hw_forfeits'] or '-'} | {s['random_forfeits'] or '-'} | "
+                     f"{s['hw_median_percentile'] if s['hw_median_percentile'] is not None else '-'} | "
+                     f"{s['random_median_percentile'] if s['random_median_percentile'] is not None else '-'} |")
+    lines += ["", "| seed | target | target ms | pool (under target) | hw arch | hw acc | hw ms pred | hw pct | random acc "
+                  "| random ms pred | random pct |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        h, x = r["hw"], r["random"] or {}
+        lines.append(f"| {r['seed']} | q{r['target_quantile']:g} | {r['target_ms']:.2f} | {r['pool']} ({r['pool_under_target']}) "
+                     f"| `{h['arch']}` | {h['test_accuracy']:.4f} | {h['latency_ms_predicted']:.2f} | {h.get('percentile', '-')} "
+                     f"| {x.get('test_accuracy', '-')} | {x.get('latency_ms_predicted', '-')} | {x.get('percentile', '-')} |")
+    atomic_write_text(out / "tunas.md", "\n".join(lines) + "\n")
+    atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [],
+                                           "table": str(table.path), "device": table.device})
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

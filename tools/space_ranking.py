@@ -1,0 +1,123 @@
+"""How well does a search's supernet rank the space? Kendall tau against retrained accuracy.
+
+The ground-truth networks of ``tools/ground_truth.py`` (random networks of the space, each
+retrained from scratch with a study's recipe) are scored by each given search run's last supernet
+checkpoint exactly as derive scores candidates (BatchNorm re-estimated on 10 batches, accuracy on
+the run's architecture-validation split). Rankers compared against the retrained test accuracy:
+
+* ``supernet``: the supernet accuracy;
+* ``latency``: predicted latency alone ("bigger is better", the baseline to beat);
+* ``combined``: the mean of a network's rank by supernet accuracy and its rank by latency (no
+  fitted weight, so nothing is tuned on the data it is scored on).
+
+Per run and pooled over runs (each run's scores turned into ranks first), Kendall tau with a
+bootstrap interval over networks, and each ranker's tau minus latency's with the paired bootstrap
+interval of the difference (networks resampled, every ranker on the same resample).
+
+    python tools/space_ranking.py --ground-truth runs/gt runs/s0 runs/s1 runs/s2 runs/s3 --out runs/space_ranking
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from supernet_ranking import rescore  # noqa: E402
+
+from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+_logger = logging.getLogger("space_ranking")
+RANKERS = ("supernet", "latency", "combined")
+
+
+def ranker_scores(supernet_acc: Sequence[float], latency: Sequence[float]) -> dict[str, np.ndarray]:
+    """Each ranker's score per network (higher = predicted more accurate), as within-run ranks."""
+    s = st.rankdata(supernet_acc)
+    lat = st.rankdata(latency)
+    return {"supernet": s, "latency": lat, "combined": (s + lat) / 2.0}
+
+
+def tau_table(scores: dict[str, np.ndarray], truth: np.ndarray, runs: int, n_boot: int = 2000,
+              seed: int = 0) -> dict[str, Any]:
+    """Kendall tau of every ranker pooled over ``runs`` blocks (each block: the same networks in the same
+    order), its bootstrap interval, and its difference to latency's with the paired bootstrap interval
+    (a resample draws networks and keeps them in every block, the same draw for every ranker)."""
+    rng = np.random.default_rng(seed)
+    n = len(truth) // runs
+    point = {k: float(st.kendalltau(v, truth).statistic) for k, v in scores.items()}
+    boots: dict[str, list[float]] = {k: [] for k in scores}
+    for _ in range(n_boot):
+        pick = rng.integers(0, n, n)
+        idx = np.concatenate([r * n + pick for r in range(runs)])
+        if np.unique(truth[idx]).size < 2 or any(np.unique(v[idx]).size < 2 for v in scores.values()):
+            continue
+        for k, v in scores.items():
+            boots[k].append(float(st.kendalltau(v[idx], truth[idx]).statistic))
+    out = {}
+    for k in scores:
+        b = np.asarray(boots[k])
+        out[k] = {"kendall_tau": point[k], "ci": [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]}
+        if k != "latency":
+            d = b - np.asarray(boots["latency"])
+            out[k]["minus_latency"] = point[k] - point["latency"]
+            out[k]["minus_latency_ci"] = [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="finished search runs (their last search checkpoint scores the networks)")
+    ap.add_argument("--ground-truth", required=True, help="a tools/ground_truth.py output directory")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    truth_nets = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
+    archs = [t["arch"] for t in truth_nets]
+    acc = np.array([t["test_accuracy"] for t in truth_nets])
+    lat = [t["latency_ms_predicted"] for t in truth_nets]
+    per_run, pooled_scores = [], {k: [] for k in RANKERS}
+    for run in (Path(r) for r in args.runs):
+        cache = out / f"{run.parent.name}-{run.name}.json"
+        if cache.is_file() and json.loads(cache.read_text())["archs"] == archs:
+            sup = json.loads(cache.read_text())["supernet_accuracy"]
+        else:
+            _logger.info("scoring %d networks with %s", len(archs), run)
+            sup = rescore(run, archs, 10, 0)
+            atomic_write_json(cache, {"run": str(run), "archs": archs, "supernet_accuracy": sup})
+        scores = ranker_scores(sup, lat)
+        per_run.append({"run": str(run), "supernet_accuracy": sup,
+                        **{k: float(st.kendalltau(v, acc).statistic) for k, v in scores.items()}})
+        for k in RANKERS:
+            pooled_scores[k].append(scores[k])
+    pooled = tau_table({k: np.concatenate(v) for k, v in pooled_scores.items()}, np.tile(acc, len(args.runs)),
+                       len(args.runs))
+    lines = [f"{len(archs)} ground-truth networks (retrained test accuracy {acc.min():.4f}-{acc.max():.4f}) ranked by "
+             f"{len(args.runs)} search run(s); {len(archs) * len(args.runs)} (run, network) pairs pooled.", "",
+             "| run | tau supernet | tau latency | tau combined |", "|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['supernet']:+.3f} | {r['latency']:+.3f} | {r['combined']:+.3f} |" for r in per_run]
+    lines += ["", "| ranker (pooled) | Kendall tau | 95 % interval | minus latency's | 95 % interval |", "|---|---|---|---|---|"]
+    for k, v in pooled.items():
+        d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
+             if "minus_latency" in v else "- | -")
+        lines.append(f"| {k} | {v['kendall_tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
+    atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "archs": archs,
+                                                   "test_accuracy": acc.tolist(), "latency_ms_predicted": lat})
+    atomic_write_text(out / "space_ranking.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
