@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from .config import DeriveConfig, ObjectiveConfig
+from .context import Derived
 from .decision import near_tie_variants
 from .evaluate import evaluate_accuracy, finetune_subnet, recalibrate_bn
 from .io import atomic_write_json, read_json
@@ -37,7 +38,7 @@ from .supernet import SuperNet
 
 if TYPE_CHECKING:
     from .hardware.model import LatencyModel
-    from .runner import RunContext
+    from .context import RunContext
 
 __all__ = ["Candidate", "Derived", "select_under_accuracy_noise", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
            "score_candidates", "select_best", "skip_share"]
@@ -269,16 +270,6 @@ def skip_share(supernet: SuperNet) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 #: largest relative latency noise that derive treats as a tie band (beyond it the machine was busy)
 MAX_TIE_NOISE = 0.10
-
-
-@dataclass
-class Derived:
-    """What derive hands on: the chosen architecture and the scored candidates."""
-
-    chosen: Arch
-    candidates: list[dict[str, Any]]
-    skip_share: dict[str, Any] = field(default_factory=dict)
-    alpha_history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _hardware_metrics(ctx: "RunContext", c: Candidate, latency_ms: float) -> None:

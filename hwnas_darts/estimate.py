@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from .runner import RunContext
+    from .context import RunContext
 
 __all__ = ["estimate_stages", "probe_step_seconds", "sgd_step_seconds", "format_estimate"]
 

@@ -36,7 +36,7 @@ from torch import nn
 from .io import META_NAME, atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:
-    from .runner import RunContext
+    from .context import RunContext
 
 
 __all__ = ["ExportResult", "export_torchscript", "export_program", "export_onnx", "export_all", "META_NAME",

@@ -23,7 +23,7 @@ from .hardware.roofline import ByteCounter, Roofline, count_bytes, count_macs, c
 from .network import TaskNetwork
 
 if TYPE_CHECKING:
-    from .runner import RunContext
+    from .context import RunContext
 
 __all__ = ["profile_network", "profile_layers", "peak_memory", "profile_stage", "main"]
 

@@ -24,7 +24,7 @@ ACCURACY_LEVELS = (0.9, 0.93, 0.939)
 REFERENCES_FILE = "references.json"
 
 if TYPE_CHECKING:
-    from .runner import RunContext
+    from .context import RunContext
 
 __all__ = ["write_report", "collect_metrics", "report_stage", "flops_claim", "print_summary", "load_references",
            "CONTRACT_KEYS", "REFERENCES_FILE"]

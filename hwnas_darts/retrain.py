@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ._pl import pl
 from .config import RetrainConfig
+from .context import Retrained, fit_seconds
 from .errors import TrainingError
 from .io import atomic_path
 from .network import build_network
@@ -23,7 +23,7 @@ from .space.space import SearchSpace
 
 if TYPE_CHECKING:
     from .data import HwnasDataModule
-    from .runner import RunContext
+    from .context import RunContext
 
 __all__ = ["RetrainModule", "Retrained", "retrain_stage"]
 
@@ -126,16 +126,6 @@ class RetrainModule(pl.LightningModule):
 # ------------------------------------------------------------------------------------------------
 # The run's ``retrain`` stage
 # ------------------------------------------------------------------------------------------------
-@dataclass
-class Retrained:
-    """The retrained network (CPU, eval mode), the data it was trained on, its test accuracy."""
-
-    network: nn.Module
-    data: "HwnasDataModule"
-    test_accuracy: float | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
 def test_accuracy(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> float:
     """Top-1 accuracy on the whole official test split, every image exactly once (``trainer.test``
     on one device, the torchmetrics accuracy of ``test_step``)."""
@@ -218,7 +208,6 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     """Train ``ctx.arch`` from scratch on every rank (``pending``); rank 0 tests it and writes
     ``model_state.pt``. A finished stage is reloaded from that file."""
     from .data import HwnasDataModule
-    from .runner import fit_seconds
 
     size = ctx.input_size()
     image_size = size if size != ctx.space.image_size else None

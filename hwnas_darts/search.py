@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ._pl import pl
 from .config import SearchConfig
+from .context import fit_seconds
 from .errors import RunDirError, TrainingError
 from .io import atomic_write_json
 from .objective import HardwareObjective
@@ -45,7 +46,7 @@ from .supernet import SuperNet
 __all__ = ["SearchModule", "temperature", "policy_gradient_ce", "search_stage", "load_search_module"]
 
 if TYPE_CHECKING:
-    from .runner import RunContext
+    from .context import RunContext
 
 _logger = logging.getLogger(__name__)
 
@@ -344,7 +345,6 @@ def search_stage(ctx: "RunContext", pending: bool) -> SearchModule | None:
     """Bi-level search on every rank (``pending``), or rank 0's reload of a finished one; None with
     ``--arch``. Writes ``alphas.json`` and ends with the ranks' architecture parameters compared."""
     from .data import HwnasDataModule
-    from .runner import fit_seconds
     from .tracking import TrackingCallback
 
     objective = HardwareObjective(ctx.cfg.objective, ctx.model, ctx.targets)

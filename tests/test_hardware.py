@@ -150,10 +150,10 @@ def test_cuda_graph_runner_keeps_its_module_and_input_alive():
 
     import torch
 
-    from hwnas_darts.hardware.measure import _runner
+    from hwnas_darts.hardware.measure import module_runner
 
     s = MeasureSettings(device="cuda", batch_size=8, cuda_graphs=True, dtype="bfloat16", channels_last=True)
-    runs = [_runner(build_op(op, 16, 16, 1), (16, 32, 32), s) for op in ("conv_k3_relu", "mb_k3_e3_relu")]
+    runs = [module_runner(build_op(op, 16, 16, 1), (16, 32, 32), s) for op in ("conv_k3_relu", "mb_k3_e3_relu")]
     gc.collect()
     torch.cuda.empty_cache()  # anything the runners no longer hold goes back to the driver here
     junk = [torch.randn(1 << 20, device="cuda") for _ in range(8)]  # new allocations over freed addresses

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .table import LatencyTable
 
 if TYPE_CHECKING:
-    from ..runner import RunContext
+    from ..context import RunContext
 
 __all__ = ["latency_stage", "check_stored_table"]
 

@@ -1,5 +1,6 @@
 """CUDA timing: events around blocks of runs (after warm-up, ``cudnn.benchmark`` on), interleaved
-rounds for a set of modules, and CUDA-graph replay. Used by :mod:`hwnas_darts.hardware.measure`."""
+rounds for a set of runners, and CUDA-graph replay. Beside the CPU timing of
+:mod:`hwnas_darts.hardware.measure` (which dispatches here), on :mod:`hwnas_darts.hardware.timing`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .measure import MeasureSettings, Timing, _finish_timing, _runner, measure_callable
+from .timing import MeasureSettings, Timing, finish_timing
 
 __all__ = ["measure_cuda", "measure_modules_cuda", "graphed"]
 
@@ -41,24 +42,25 @@ def measure_cuda(fn: Callable[[], Any], settings: MeasureSettings) -> Timing:
     return Timing.from_samples(samples, number)
 
 
-def measure_modules_cuda(items: list[tuple[nn.Module, tuple[int, ...]]], settings: MeasureSettings,
+def measure_modules_cuda(runners: list[Callable[[], Any]], settings: MeasureSettings,
                           progress: Callable[[int, int], None] | None) -> list[Timing]:
+    """Each runner (a module's call on its batch, eager or graphed) in ``settings.rounds`` interleaved
+    rounds of event-timed blocks; one :class:`Timing` per runner."""
     rounds = max(1, settings.rounds)
     per_round = dataclasses.replace(settings, min_run_time=settings.min_run_time / rounds,
                                     min_samples=max(1, math.ceil(settings.min_samples / rounds)),
                                     warmup=max(1, settings.warmup // rounds))
-    samples: list[list[float]] = [[] for _ in items]
-    numbers = [1] * len(items)
+    samples: list[list[float]] = [[] for _ in runners]
+    numbers = [1] * len(runners)
     with torch.inference_mode():
-        runners = [_runner(m, shape, settings) for m, shape in items]
         for r in range(rounds):
             for i, run in enumerate(runners):
-                t = measure_callable(run, per_round)
+                t = measure_cuda(run, per_round)
                 numbers[i] = t.runs_per_sample
                 samples[i].extend(t.samples_ms)
                 if progress:
-                    progress(r * len(items) + i + 1, rounds * len(items))
-    return [_finish_timing(s, s, n) for s, n in zip(samples, numbers)]
+                    progress(r * len(runners) + i + 1, rounds * len(runners))
+    return [finish_timing(s, s, n) for s, n in zip(samples, numbers)]
 
 
 def graphed(module: nn.Module, x: torch.Tensor, settings: MeasureSettings) -> Callable[[], Any]:

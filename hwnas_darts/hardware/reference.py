@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from .counting import count_bytes, count_macs, intensity
+
 __all__ = ["REFERENCE_VERSION", "REFERENCE_INPUTS", "reference_modules", "reference_intensities", "compute_share",
            "drift_factors"]
 
@@ -54,8 +56,6 @@ _REF_INTENSITY: dict[str, float] = {}
 def reference_intensities() -> dict[str, float]:
     """Operational intensity (FLOP/byte) of the two reference workloads (counted once, cached)."""
     if not _REF_INTENSITY:
-        from .roofline import count_bytes, count_macs, intensity
-
         for name, mod in reference_modules().items():
             x = torch.randn(2, *REFERENCE_INPUTS[name])
             _REF_INTENSITY[name] = intensity(count_macs(mod, x), count_bytes(mod, x))

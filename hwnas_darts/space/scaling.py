@@ -15,7 +15,7 @@ from .arch import Arch, Scale
 
 if TYPE_CHECKING:
     from ..config import ScaleConfig
-    from ..runner import RunContext
+    from ..context import RunContext
 
 __all__ = ["compound_scale", "scale_stage"]
 
