@@ -63,6 +63,23 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert rep["total_seconds"] > 0  # recorded; how long it takes is a benchmark, not a test (the timeout bounds it)
 
 
+def test_gpu_check_fmnist_part_dry_run(tmp_path):
+    """The real-data GPU run's part on the CPU at tiny sizes: the GPU config's pipeline runs end to end,
+    its table is validated out of sample by the CLI, and the issue's criteria are recorded."""
+    out = tmp_path / "g"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--device", "cpu", "--tiny", "--parts",
+                           "fmnist", "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    rep = json.loads((out / "gpu_check.json").read_text())
+    part = rep["parts"]["fmnist"]
+    assert proc.returncode == 0 and part["status"] == "ok", json.dumps(part)[-3000:]
+    res = part["result"]
+    assert set(res["criteria"]) == {"test_accuracy_at_least_0.93", "validation_within_10pct_at_least_99pct",
+                                    "measured_within_5pct_of_predicted", "exports_verified"}
+    assert res["criteria"]["exports_verified"] and res["validation"]["n"] == 4
+    assert (out / "fmnist" / "model.ts").is_file() and (out / "fmnist_validation.json").is_file()
+    assert res["metrics"]["latency_ms"] > 0 and res["measured_over_predicted"] > 0
+
+
 def test_gpu_check_part_with_a_failed_mode_fails_and_keeps_the_rest(tmp_path, monkeypatch):
     """A part whose second mode failed (the CUDA-graph table after a finished eager one) is
     reported failed, with the failure named, and the finished mode's result kept."""

@@ -72,6 +72,22 @@ def search_iteration(net: SuperNet, w_opt, a_opt, batch, samples: int = 4) -> No
         a.requires_grad_(True)
 
 
+def _gpu_busy_s(step, device: torch.device, bf16: bool, n: int = 5) -> float | None:
+    """Seconds of GPU kernel time per call of ``step(i)`` (``torch.profiler``, CUDA activity): what the
+    GPU works, against which the wall time shows how much the host's launching costs. None when the
+    profiler gives no device times here."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in range(n):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                step(i)
+        torch.cuda.synchronize(device)
+    us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in prof.key_averages())
+    return us / 1e6 / n if us > 0 else None
+
+
 def floor_iteration(net, opt, batch) -> None:
     (x, y), (xv, yv) = batch
     for xx, yy in ((xv, yv), (x, y)):
@@ -155,6 +171,10 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
             times["floor"].append(t)
     floor = statistics.median(times["floor"])
     results["floor_s"] = floor
+    if dev.type == "cuda":  # how much of each iteration the GPU is busy (the rest: the host launching work)
+        floor_busy = _gpu_busy_s(lambda i: floor_iteration(*floors[i % len(floors)], batches[i % len(batches)]), dev, bf16)
+        results["floor_gpu_busy_s"] = floor_busy
+        results["floor_gpu_busy_fraction"] = None if floor_busy is None else floor_busy / floor
 
     def amp(fn):
         def run():
@@ -172,6 +192,12 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
         mem = statistics.median(_peak(amp(lambda b=b: search_iteration(net, w_opt, a_opt, b)), dev) for b in batches[:3])
         results["relaxations"][mode] = {"iteration_s": med, "ratio_to_floor": med / floor, "peak_bytes": mem,
                                         "memory_ratio_to_floor": mem / max(mem_floor, 1)}
+        if dev.type == "cuda":
+            busy = _gpu_busy_s(lambda i: search_iteration(net, w_opt, a_opt, batches[i % len(batches)]), dev, bf16)
+            results["relaxations"][mode].update(
+                gpu_busy_s=busy, gpu_busy_fraction=None if busy is None else busy / med,
+                ratio_to_floor_gpu_busy=None if not busy or not results.get("floor_gpu_busy_s") else
+                med / results["floor_gpu_busy_s"])
     if "softmax" in results["relaxations"]:
         results["all_path_s"] = results["relaxations"]["softmax"]["iteration_s"]
     return results
@@ -198,6 +224,12 @@ def main(argv=None) -> int:
     for mode, r in res["relaxations"].items():
         print(f"{mode:12s} {r['iteration_s'] * 1e3:9.1f} {r['ratio_to_floor']:8.2f} {r['peak_bytes'] / 2**20:9.1f} "
               f"{r['memory_ratio_to_floor']:8.2f}")
+    if res.get("floor_gpu_busy_s"):
+        print(f"GPU busy (kernel time per iteration, torch.profiler): floor {res['floor_gpu_busy_s'] * 1e3:.1f} ms "
+              f"({100 * res['floor_gpu_busy_fraction']:.0f} % of its wall time); "
+              + ", ".join(f"{m} {r['gpu_busy_s'] * 1e3:.1f} ms ({100 * r['gpu_busy_fraction']:.0f} %, "
+                          f"{r['ratio_to_floor_gpu_busy']:.1f}x the floor's GPU-busy time)"
+                          for m, r in res["relaxations"].items() if r.get("gpu_busy_s")))
     if args.run:
         run = Path(args.run)
         stages = json.loads((run / "state.json").read_text())["stages"]
