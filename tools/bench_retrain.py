@@ -21,7 +21,6 @@ Times are medians over rounds, with every round's value kept in the JSON. Compar
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
