@@ -485,3 +485,27 @@ def test_supernet_ranking_reuses_retrains_and_reports_tau(tmp_path, monkeypatch)
         tool.variant_accuracies(runs[0], out / "x", "zz5", ["a0"])
     with pytest.raises(SystemExit, match="no candidates.json"):
         tool.main([str(tmp_path), "--out", str(out)])
+
+
+def test_bench_retrain_smoke(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_retrain.py"), "--config", str(TINY), "--rounds", "2",
+                           "--warmup", "1", "--batch-sizes", "16,32", "--lightning-steps", "2,4", "--json", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["optimizer"]["loop"]["median_s"] > 0 and len(res["optimizer"]["loop"]["all_s"]) == 2
+    assert set(res["batch_size"]) == {"16", "32"} and res["batch_size"]["32"]["per_image_ms"] > 0
+    assert "overhead_s" in res["lightning"] and res["profile_ms_per_step"]["convolution"] >= 0
+    assert "ms/image" in proc.stdout
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_bench_search_reports_gpu_busy_time_on_cuda():
+    sys.path.insert(0, str(ROOT / "tools"))
+    from bench_search import bench
+
+    res = bench(str(TINY), [], 2, 1, ["reinforce"], "cuda")
+    r = res["relaxations"]["reinforce"]
+    assert 0 < res["floor_gpu_busy_fraction"] <= 1.5 and 0 < r["gpu_busy_fraction"] <= 1.5
+    assert r["ratio_to_floor_gpu_busy"] > 0
