@@ -118,7 +118,7 @@ class SearchConfig(Section):
 
     relaxation: Relaxation = "reinforce"
     epochs: int = Field(6, ge=0, le=1000)
-    warmup_epochs: int = Field(3, ge=0, le=1000)
+    warmup_epochs: int = Field(2, ge=0, le=1000)
     steps_per_epoch: Optional[int] = Field(None, ge=1, le=10**6)
     weight_lr: Pos = 0.05
     weight_momentum: float = Field(0.9, ge=0, lt=1)
