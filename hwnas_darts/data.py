@@ -19,10 +19,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ._pl import pl
 from .config import DataConfig
-from .datasets import DatasetInfo, ImageArrays, dataset_info, load_arrays, read_idx, resize_images  # noqa: F401
+from .datasets import DatasetInfo, ImageArrays, dataset_info, load_arrays, read_idx, resize_images, take  # noqa: F401
 from .errors import DataError
+from .imagecache import DiskImages
 
-__all__ = ["ImageBatchDataset", "SeededSampler", "HwnasDataModule", "make_loader", "cycle_batches",
+__all__ = ["ImageBatchDataset", "SeededSampler", "HwnasDataModule", "make_loader", "cycle_batches", "data_rate",
+           "data_path_report",
            "DatasetInfo", "ImageArrays", "dataset_info", "load_arrays", "read_idx"]
 
 _logger = logging.getLogger(__name__)
@@ -46,13 +48,17 @@ class ImageBatchDataset(Dataset):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  augment: bool = False, flip: bool = False, seed: int = 0, size: int | None = None,
                  erase: float = 0.0):
-        if size is not None:
-            x = resize_images(x, size)
+        self.resize_to = None
+        if size is not None and size != x.shape[-1]:
+            if isinstance(x, DiskImages):  # disk-backed: each batch is resized as it is read
+                self.resize_to = size
+            else:
+                x = resize_images(x, size)
         self.x, self.y = x, y
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.augment, self.flip, self.seed, self.erase = augment, flip, seed, float(erase)
-        self.pad = max(1, x.shape[-1] // 8)
+        self.pad = max(1, (self.resize_to or x.shape[-1]) // 8)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -63,7 +69,10 @@ class ImageBatchDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]):
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        x = self.x[idx].float().div_(255.0)
+        raw = self.x[idx]
+        if self.resize_to is not None:
+            raw = resize_images(raw, self.resize_to)
+        x = raw.float().div_(255.0)
         g = None
         if self.augment:
             g = torch.Generator().manual_seed(
@@ -233,19 +242,19 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def weight_dataset(self, augment: bool = True) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(a.train_x[self.train_idx], a.train_y[self.train_idx], augment)
+        return self._ds(take(a.train_x, self.train_idx), a.train_y[self.train_idx], augment)
 
     def archval_dataset(self) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(a.train_x[self.val_idx], a.train_y[self.val_idx], False)
+        return self._ds(take(a.train_x, self.val_idx), a.train_y[self.val_idx], False)
 
     def retrain_dataset(self) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(a.train_x[self.retrain_idx], a.train_y[self.retrain_idx], True, self.erase)
+        return self._ds(take(a.train_x, self.retrain_idx), a.train_y[self.retrain_idx], True, self.erase)
 
     def holdout_dataset(self) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(a.train_x[self.holdout_idx], a.train_y[self.holdout_idx], False)
+        return self._ds(take(a.train_x, self.holdout_idx), a.train_y[self.holdout_idx], False)
 
     def test_dataset(self) -> ImageBatchDataset:
         a = self.arrays
@@ -259,7 +268,7 @@ class HwnasDataModule(pl.LightningDataModule):
             return CombinedLoader(
                 {
                     "train": make_loader(self.weight_dataset(), bs, True, self.seed, nw, drop_last=True),
-                    "val": make_loader(self._ds(self.arrays.train_x[self.val_idx], self.arrays.train_y[self.val_idx], True),
+                    "val": make_loader(self._ds(take(self.arrays.train_x, self.val_idx), self.arrays.train_y[self.val_idx], True),
                                        bs, True, self.seed + 1, nw, drop_last=True),
                 },
                 mode="max_size_cycle",
@@ -274,3 +283,50 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return make_loader(self.test_dataset(), self.cfg.eval_batch_size, False, self.seed)
+
+
+def _images_in(batch) -> int:
+    """Images in a batch: ``(x, y)``, or a search step's ``{"train": (x, y), "val": (x, y)}``."""
+    if isinstance(batch, dict):
+        return sum(_images_in(b) for b in batch.values())
+    if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], dict):  # CombinedLoader
+        return _images_in(batch[0])
+    return len(batch[0])
+
+
+def data_rate(loader: Iterable, batches: int = 20) -> float:
+    """Images per second ``loader`` delivers (reading, decoding, augmenting, normalising): its first
+    ``batches`` batches after one untimed."""
+    import time
+
+    it = iter(loader)
+    next(it)
+    n, t0 = 0, time.perf_counter()
+    for _ in range(batches):
+        try:
+            n += _images_in(next(it))
+        except StopIteration:
+            break
+    return n / max(time.perf_counter() - t0, 1e-9)
+
+
+def data_path_report(loader: Iterable, images: int, seconds: float, stage: str, workers: int = 0,
+                     batches: int = 20) -> dict[str, float]:
+    """The data path's rate against what a stage consumed (``images`` in ``seconds``), with a warning when
+    loading takes more than half of the stage's time (batches are built in the training process unless
+    ``data.num_workers`` > 0, so its time adds to the step's)."""
+    rate = data_rate(loader, batches)
+    consumed = images / max(seconds, 1e-9)
+    share = consumed / rate if workers == 0 else max(0.0, consumed / rate - 1.0)
+    if share > 0.5:
+        _logger.warning("%s: the data path delivers %.0f images/s and training consumed %.0f images/s: loading took "
+                        "about %.0f%% of the stage. Set data.num_workers (worker processes build the batches in "
+                        "parallel with training); an image folder is read from its decoded cache already.", stage, rate,
+                        consumed, 100 * min(share, 1.0))
+    return {"data_images_per_s": round(rate, 1), "consumed_images_per_s": round(consumed, 1),
+            "data_share": round(share, 3)}
+
+
+def batches_done(trainer) -> int:
+    """Training batches a Lightning fit completed (a resumed fit counts the part before its interruption)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.total.completed)

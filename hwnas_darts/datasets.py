@@ -2,13 +2,15 @@
 package ``dataset-fashion-mnist``, a directory, or the official download), CIFAR-10 (the official
 python archive or its extracted folder, or the download), an ImageFolder-style directory of the
 user's images, scikit-learn's digits, and a synthetic set for tests. Each loads into
-:class:`ImageArrays` (uint8 tensors in memory).
+:class:`ImageArrays`: uint8 tensors in memory, or for an image folder uint8 rows on disk (decoded
+once into the image cache and read by rows: :mod:`hwnas_darts.imagecache`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -26,10 +28,11 @@ import torch.nn.functional as F
 
 from .config import DataConfig
 from .errors import DataError
-from .io import IMAGE_EXTENSIONS, atomic_path, cache_dir
+from .imagecache import DiskImages, cached_folder
+from .io import atomic_path, cache_dir
 
-__all__ = ["DatasetInfo", "ImageArrays", "dataset_info", "load_arrays", "read_idx", "resize_images",
-           "FASHION_MNIST_CLASSES", "CIFAR10_CLASSES"]
+__all__ = ["DatasetInfo", "ImageArrays", "dataset_info", "load_arrays", "read_idx", "resize_images", "channel_stats",
+           "take", "FASHION_MNIST_CLASSES", "CIFAR10_CLASSES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -74,9 +77,27 @@ class ImageArrays:
 
     def __post_init__(self):
         if not self.mean:
-            x = self.train_x.float().div_(255)
-            self.mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
-            self.std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
+            self.mean, self.std = channel_stats(self.train_x)
+
+
+def channel_stats(x: "torch.Tensor | DiskImages", chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images scaled to [0, 1], in chunks (an
+    in-memory tensor or a disk-backed :class:`~hwnas_darts.imagecache.DiskImages` alike)."""
+    chunks = x.chunks(chunk) if isinstance(x, DiskImages) else torch.split(x, chunk)
+    n, s, sq = 0, 0.0, 0.0
+    for c in chunks:
+        f = c.double().div_(255)
+        s = s + f.sum(dim=(0, 2, 3))
+        sq = sq + (f * f).sum(dim=(0, 2, 3))
+        n += f.shape[0] * f.shape[2] * f.shape[3]
+    mean = s / n
+    var = (sq / n - mean * mean).clamp_min(0) * (n / max(n - 1, 1))
+    return tuple(float(v) for v in mean), tuple(max(float(v), 1e-3) for v in var.sqrt())
+
+
+def take(x: "torch.Tensor | DiskImages", idx: torch.Tensor) -> "torch.Tensor | DiskImages":
+    """Rows ``idx`` of images: a copy of an in-memory tensor, a lazy view of disk-backed images."""
+    return x.subset(idx) if isinstance(x, DiskImages) else x[idx]
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +251,7 @@ def _split_test(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int):
     perm = torch.randperm(len(x), generator=g)
     n_test = max(1, int(round(fraction * len(x))))
     te, tr = perm[:n_test], perm[n_test:]
-    return x[tr], y[tr], x[te], y[te]
+    return take(x, tr), y[tr], take(x, te), y[te]
 
 
 def _load_digits(cfg: DataConfig, seed: int) -> ImageArrays:
@@ -288,45 +309,39 @@ def _imagefolder_layout(cfg: DataConfig) -> tuple[Path, Path | None, list[str]]:
     return train, test, classes
 
 
-def _read_images(folder: Path, classes: list[str], channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image, UnidentifiedImageError
-
-    xs, ys = [], []
-    mode = "L" if channels == 1 else "RGB"
-    for ci, cname in enumerate(classes):
-        cdir = folder / cname
-        if not cdir.is_dir():
-            continue
-        for path in sorted(cdir.rglob("*")):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                with Image.open(path) as im:
-                    im = im.convert(mode).resize((size, size), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{path}: cannot read the image ({exc}); remove or replace it") from exc
-            xs.append(arr.reshape(size, size, channels).transpose(2, 0, 1))
-            ys.append(ci)
-    if not xs:
-        raise DataError(f"image folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class sub-directories")
-    present = sorted(set(ys))
-    if len(present) < 2:
-        raise DataError(f"image folder {folder} has images of only {len(present)} class; at least 2 are needed")
-    return torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.int64)
-
-
 def _load_imagefolder(cfg: DataConfig, seed: int) -> ImageArrays:
+    """The folder's images decoded once into the image cache (:mod:`hwnas_darts.imagecache`) and read
+    from there by rows: later stages and runs reuse the cache, and memory stays bounded."""
     train, test, classes = _imagefolder_layout(cfg)
     channels = cfg.channels or 3
     size = cfg.image_size or 32
-    x, y = _read_images(train, classes, channels, size)
-    if test is not None:
-        tx, ty = _read_images(test, classes, channels, size)
-    else:
-        x, y, tx, ty = _split_test(x, y, cfg.test_fraction, 0)
+    workers = cfg.num_workers or None
+    tr = cached_folder(train, classes, size, channels, workers)
     info = DatasetInfo("imagefolder", channels, size, len(classes), tuple(classes), flip=True)
-    return ImageArrays(info, x, y, tx, ty)
+    if test is not None:
+        te = cached_folder(test, classes, size, channels, workers)
+        return ImageArrays(info, tr.x, tr.y, te.x, te.y, tr.mean, tr.std)
+    x, y, tx, ty = _split_test(tr.x, tr.y, cfg.test_fraction, 0)
+    return ImageArrays(info, x, y, tx, ty, *_split_stats(tr.path, x))
+
+
+def _split_stats(cache: Path, x: DiskImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std of the training rows of a folder split into train and test, computed once and kept
+    beside the cache (keyed by the rows)."""
+    key = hashlib.sha1(np.ascontiguousarray(x.rows).tobytes()).hexdigest()[:16]
+    path = cache / f"stats-{key}.json"
+    try:
+        d = json.loads(path.read_text())
+        return tuple(d["mean"]), tuple(d["std"])
+    except (OSError, ValueError, KeyError):
+        pass
+    mean, std = channel_stats(x)
+    try:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({"mean": mean, "std": std}))
+    except OSError as exc:  # a read-only cache still works, it recomputes next time
+        _logger.debug("could not keep the split's statistics at %s: %s", path, exc)
+    return mean, std
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:

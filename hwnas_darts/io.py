@@ -158,11 +158,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 
 
 def cache_dir(kind: str) -> Path:
-    """The package's cache for ``kind``: ``data`` (``HWNAS_DATA`` or ``~/.cache/hwnas_darts``) or
+    """The package's cache for ``kind``: ``data`` (``HWNAS_DATA`` or ``~/.cache/hwnas_darts``),
+    ``images`` (decoded image folders: ``HWNAS_IMAGE_CACHE`` or the data cache's ``images/``) or
     ``luts`` (``HWNAS_CACHE`` or ``~/.cache/hwnas_darts/luts``)."""
     home = Path.home() / ".cache" / "hwnas_darts"
     if kind == "data":
         return Path(os.environ.get("HWNAS_DATA") or home)
+    if kind == "images":
+        return Path(os.environ.get("HWNAS_IMAGE_CACHE") or Path(os.environ.get("HWNAS_DATA") or home) / "images")
     if kind == "luts":
         return Path(os.environ.get("HWNAS_CACHE") or home / "luts")
     raise ValueError(f"unknown cache {kind!r}")

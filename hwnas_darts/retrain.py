@@ -207,7 +207,7 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
 def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     """Train ``ctx.arch`` from scratch on every rank (``pending``); rank 0 tests it and writes
     ``model_state.pt``. A finished stage is reloaded from that file."""
-    from .data import HwnasDataModule
+    from .data import HwnasDataModule, batches_done, data_path_report
 
     size = ctx.input_size()
     image_size = size if size != ctx.space.image_size else None
@@ -237,11 +237,13 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
                     ckpt_path=ctx.last_ckpt("retrain"))
     if not ctx.leader:
         return Retrained(module.network, dm)
+    seconds = fit_seconds(trainer)
+    data = data_path_report(dm.train_dataloader(), batches_done(trainer) * ctx.cfg.data.batch_size * ctx.ranks.world,
+                            seconds, "retraining", ctx.cfg.data.num_workers)
     acc = test_accuracy(ctx, module, dm)
     net = module.network.cpu().float().eval()
     with atomic_path(ctx.path("model_state.pt")) as tmp:
         torch.save(net.state_dict(), tmp)
-    ctx.state.mark("retrain", fit_seconds(trainer), test_accuracy=acc, epochs=epochs,
-                   history=module.history)
+    ctx.state.mark("retrain", seconds, test_accuracy=acc, epochs=epochs, history=module.history, data_path=data)
     _logger.info("test accuracy of the retrained network: %.4f", acc)
     return Retrained(net, dm, acc, module.history)

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ._pl import pl
+from .checkpoint import rng_state, set_rng_state
 from .config import SearchConfig
 from .context import fit_seconds
 from .errors import RunDirError, TrainingError
@@ -57,22 +56,6 @@ def temperature(cfg: SearchConfig, epoch: int) -> float:
         return cfg.tau_end if cfg.epochs == 1 else cfg.tau_start
     frac = min(max(epoch / (cfg.epochs - 1), 0.0), 1.0)
     return float(cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** frac)
-
-
-def _rng_state() -> dict[str, Any]:
-    """RNG states in types a ``weights_only`` checkpoint load accepts (tensors, ints, tuples)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-            "python": random.getstate()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
 
 
 def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, samples: int,
@@ -311,7 +294,7 @@ class SearchModule(pl.LightningModule):
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alpha_history"] = self.alpha_history
-        checkpoint["rng_states"] = _rng_state()
+        checkpoint["rng_states"] = rng_state()
         checkpoint["space_id"] = self.space.space_id
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -322,7 +305,7 @@ class SearchModule(pl.LightningModule):
         # checkpoints written before the reinforce relaxation have no moving-average baseline
         checkpoint.get("state_dict", {}).setdefault("ce_baseline", torch.tensor(float("nan")))
         if "rng_states" in checkpoint:
-            _set_rng_state(checkpoint["rng_states"])
+            set_rng_state(checkpoint["rng_states"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -344,7 +327,7 @@ def alpha_digest(module: SearchModule) -> str:
 def search_stage(ctx: "RunContext", pending: bool) -> SearchModule | None:
     """Bi-level search on every rank (``pending``), or rank 0's reload of a finished one; None with
     ``--arch``. Writes ``alphas.json`` and ends with the ranks' architecture parameters compared."""
-    from .data import HwnasDataModule
+    from .data import HwnasDataModule, batches_done, data_path_report
     from .tracking import TrackingCallback
 
     objective = HardwareObjective(ctx.cfg.objective, ctx.model, ctx.targets)
@@ -356,13 +339,16 @@ def search_stage(ctx: "RunContext", pending: bool) -> SearchModule | None:
         return load_search_module(ctx, objective) if ctx.leader else None
     t0 = time.perf_counter()
     module = _new_module(ctx, objective)
-    seconds, digests = 0.0, [alpha_digest(module)]
+    seconds, digests, data = 0.0, [alpha_digest(module)], None
     if ctx.cfg.search.epochs > 0:
         cbs = [TrackingCallback(ctx.tracker, ctx.path("plots"))] if ctx.tracker is not None else []
         trainer = ctx.trainer("search", ctx.cfg.search.epochs, ctx.cfg.search.steps_per_epoch, cbs)
-        trainer.fit(module, datamodule=HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="search"),
-                    ckpt_path=ctx.last_ckpt("search"))
+        dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="search")
+        trainer.fit(module, datamodule=dm, ckpt_path=ctx.last_ckpt("search"))
         seconds = fit_seconds(trainer)
+        if ctx.leader:
+            data = data_path_report(dm.train_dataloader(), batches_done(trainer) * 2 * ctx.cfg.data.batch_size
+                                    * ctx.ranks.world, seconds, "search", ctx.cfg.data.num_workers)
         digests = ctx.ranks.gather(alpha_digest(module))
         if len(set(digests)) > 1:
             raise TrainingError(f"the architecture parameters differ across ranks after the search ({digests}); "
@@ -372,7 +358,7 @@ def search_stage(ctx: "RunContext", pending: bool) -> SearchModule | None:
     save_alphas(ctx, module)
     ctx.state.mark("search", seconds if ctx.cfg.search.epochs > 0 else time.perf_counter() - t0,
                    epochs=ctx.cfg.search.epochs, argmax=module.supernet.derive().to_string(),
-                   ranks=ctx.ranks.world, alpha_digests=digests)
+                   ranks=ctx.ranks.world, alpha_digests=digests, data_path=data)
     return module
 
 

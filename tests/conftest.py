@@ -33,6 +33,7 @@ def _isolated_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("hwnas-cache")
     old = os.environ.get("HWNAS_CACHE")
     os.environ["HWNAS_CACHE"] = str(cache)
+    os.environ["HWNAS_IMAGE_CACHE"] = str(tmp_path_factory.mktemp("hwnas-image-cache"))
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield cache
     if old is None:

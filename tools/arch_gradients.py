@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="write the result as JSON here")
     args = ap.parse_args(argv)
-    from hwnas_darts.data import HwnasDataModule, cycle_batches, make_loader
+    from hwnas_darts.data import HwnasDataModule, cycle_batches, make_loader, take
     from hwnas_darts.search import temperature
 
     cfg, module, objective = load_run(Path(args.run))
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [m.name for m in net.mixed]
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
     dm.setup()
-    val = make_loader(dm._ds(dm.arrays.train_x[dm.val_idx], dm.arrays.train_y[dm.val_idx], True),
+    val = make_loader(dm._ds(take(dm.arrays.train_x, dm.val_idx), dm.arrays.train_y[dm.val_idx], True),
                       cfg.data.batch_size, True, args.seed + 1, drop_last=True)
     cl = cfg.trainer.channels_last
     prep = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cl else (lambda x: x)
