@@ -76,8 +76,9 @@ def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, sample
     other layers' choices no longer add noise to the comparison.
     """
     idx = net.sample_indices(samples)
-    if layer is not None:
-        idx[:, [i for i in range(idx.shape[1]) if i != layer]] = idx[0, [i for i in range(idx.shape[1]) if i != layer]]
+    if layer is not None:  # every path takes the first one's ops outside ``layer``
+        others = [i for i in range(idx.shape[1]) if i != layer]
+        idx[:, others] = idx[0, others]
     with torch.no_grad():
         ces, hits = [], []
         for row in idx.tolist():

@@ -149,7 +149,7 @@ class SearchConfig(Section):
         return data
 
     @model_validator(mode="after")
-    def _second_order_needs_a_relaxed_path(self):
+    def _relaxation_combinations(self):
         if self.weight_sampling == "uniform" and self.relaxation != "reinforce":
             raise ValueError("search.weight_sampling=uniform needs search.relaxation=reinforce (softmax and gumbel "
                              "train every path in every step)")
