@@ -264,7 +264,12 @@ def cached_folder(folder: Path, classes: Sequence[str], size: int, channels: int
     dest = (root or cache_dir("images")) / f"{key}-{size}px-{channels}ch"
     built = not (dest / "meta.json").is_file()
     if built:
-        _build(folder, files, labels, size, channels, dest, workers)
+        try:
+            _build(folder, files, labels, size, channels, dest, workers)
+        except OSError as exc:
+            raise DataError(f"could not write the decoded images of {folder} to {dest.parent} ({exc}); free some space "
+                            "there or point HWNAS_IMAGE_CACHE at a disk with room (about "
+                            f"{len(files) * channels * size * size / 2**20:.0f} MiB)") from exc
     try:
         meta = json.loads((dest / "meta.json").read_text())
         y = torch.from_numpy(np.load(dest / "labels.npy"))

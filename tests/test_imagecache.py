@@ -172,3 +172,17 @@ def test_make_imagefolder_writes_a_folder_the_pipeline_reads(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "tools" / "make_imagefolder.py"), "--out", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and "not empty" in again.stderr  # an existing folder is never written over
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    import hwnas_darts.imagecache as ic
+
+    folder = tmp_path / "imgs"
+    classes = _folder(folder, n_per_class=2)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ic, "_build", full)
+    with pytest.raises(DataError, match="HWNAS_IMAGE_CACHE at a disk with room"):
+        cached_folder(folder, classes, 8, 3, root=tmp_path / "cache")
