@@ -296,17 +296,24 @@ def _images_in(batch) -> int:
 
 def data_rate(loader: Iterable, batches: int = 20) -> float:
     """Images per second ``loader`` delivers (reading, decoding, augmenting, normalising): its first
-    ``batches`` batches after one untimed."""
+    ``batches`` batches after one untimed (the untimed one counts too when the loader has no other);
+    0.0 for a loader without batches."""
     import time
 
     it = iter(loader)
-    next(it)
+    t_first = time.perf_counter()
+    try:
+        first = _images_in(next(it))
+    except StopIteration:
+        return 0.0
     n, t0 = 0, time.perf_counter()
     for _ in range(batches):
         try:
             n += _images_in(next(it))
         except StopIteration:
             break
+    if n == 0:  # a single batch: time it with its start-up
+        n, t0 = first, t_first
     return n / max(time.perf_counter() - t0, 1e-9)
 
 
@@ -314,10 +321,13 @@ def data_path_report(loader: Iterable, images: int, seconds: float, stage: str, 
                      batches: int = 20) -> dict[str, float]:
     """The data path's rate against what a stage consumed (``images`` in ``seconds``), with a warning when
     loading takes more than half of the stage's time (batches are built in the training process unless
-    ``data.num_workers`` > 0, so its time adds to the step's)."""
+    ``data.num_workers`` > 0, so its time adds to the step's). An empty loader reports a share of 0."""
     rate = data_rate(loader, batches)
     consumed = images / max(seconds, 1e-9)
-    share = consumed / rate if workers == 0 else max(0.0, consumed / rate - 1.0)
+    if rate <= 0.0:
+        share = 0.0
+    else:
+        share = consumed / rate if workers == 0 else max(0.0, consumed / rate - 1.0)
     if share > 0.5:
         _logger.warning("%s: the data path delivers %.0f images/s and training consumed %.0f images/s: loading took "
                         "about %.0f%% of the stage. Set data.num_workers (worker processes build the batches in "

@@ -150,6 +150,16 @@ def test_data_path_report_warns_when_loading_takes_most_of_the_stage(caplog):
     assert data_rate(pairs, 3) > 0  # a search step's pair counts both halves
 
 
+def test_data_path_report_handles_a_loader_of_one_batch_or_none():
+    from hwnas_darts.data import data_path_report, data_rate
+
+    one = [(torch.zeros(24, 1, 4, 4), torch.zeros(24))]  # a tiny image folder: one batch per epoch
+    assert data_rate(one, 20) > 0
+    assert data_path_report(one, images=24, seconds=1.0, stage="search")["data_share"] >= 0
+    empty = data_path_report([], images=0, seconds=1.0, stage="search")
+    assert empty["data_images_per_s"] == 0.0 and empty["data_share"] == 0.0
+
+
 def test_make_imagefolder_writes_a_folder_the_pipeline_reads(tmp_path):
     import subprocess
     import sys
