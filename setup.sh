@@ -16,5 +16,8 @@ PY="${PYTHON:-python3}"
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q ${TORCH_SPEC:-torch==2.13.0}
-python -m pip install -q -e '.[dev]'
+python -m pip install -q -e '.[dev,litdata]'
+# LitData without its torchvision requirement (this package reads shards of numpy arrays; torchvision's
+# PyPI build does not import beside every torch): its other requirements come with the litdata extra above
+python -m pip install -q --no-deps 'litdata>=0.2.70,<0.3'
 python -c "import hwnas_darts, torch; print('hwnas_darts ready: torch', torch.__version__)"

@@ -1,7 +1,7 @@
 """Image sources, plain torch + numpy (no torchvision): Fashion-MNIST (IDX files: the Debian
 package ``dataset-fashion-mnist``, a directory, or the official download), CIFAR-10 (the official
 python archive or its extracted folder, or the download), an ImageFolder-style directory of the
-user's images, scikit-learn's digits, and a synthetic set for tests. Each loads into
+user's images (or LitData shards of one: :mod:`hwnas_darts.shards`), scikit-learn's digits, and a synthetic set for tests. Each loads into
 :class:`ImageArrays`: uint8 tensors in memory, or for an image folder uint8 rows on disk (decoded
 once into the image cache and read by rows: :mod:`hwnas_darts.imagecache`).
 """
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .config import DataConfig
 from .errors import DataError
 from .imagecache import DiskImages, cached_folder
+from .shards import load_split, read_meta
 from .io import atomic_path, cache_dir
 
 __all__ = ["DatasetInfo", "ImageArrays", "dataset_info", "load_arrays", "read_idx", "resize_images", "channel_stats",
@@ -325,6 +326,33 @@ def _load_imagefolder(cfg: DataConfig, seed: int) -> ImageArrays:
     return ImageArrays(info, x, y, tx, ty, *_split_stats(tr.path, x))
 
 
+def _load_litdata(cfg: DataConfig) -> ImageArrays:
+    """LitData shards (:mod:`hwnas_darts.shards`), streamed once per machine into the row cache."""
+    meta = _litdata_meta(cfg)
+    size, channels = int(meta["size"]), int(meta["channels"])
+    info = DatasetInfo("litdata", channels, size, len(meta["classes"]), tuple(meta["classes"]), flip=True)
+    tr = load_split(cfg.root, "train", meta)
+    if "test" in meta["splits"]:
+        te = load_split(cfg.root, "test", meta)
+        return ImageArrays(info, tr.x, tr.y, te.x, te.y, tr.mean, tr.std)
+    x, y, tx, ty = _split_test(tr.x, tr.y, cfg.test_fraction, 0)
+    return ImageArrays(info, x, y, tx, ty, *_split_stats(tr.path, x))
+
+
+def _litdata_meta(cfg: DataConfig) -> dict:
+    if cfg.root is None:
+        raise DataError("the litdata dataset needs data.root=DIR, a shard directory written by "
+                        "python -m hwnas_darts.shards IMAGE_FOLDER DIR --image-size N")
+    meta = read_meta(cfg.root)
+    if cfg.image_size and cfg.image_size != meta["size"]:
+        raise DataError(f"data.image_size={cfg.image_size}, but the shards at {cfg.root} hold {meta['size']}px images; "
+                        f"leave data.image_size unset or write the shards at that size (--image-size {cfg.image_size})")
+    if cfg.channels and cfg.channels != meta["channels"]:
+        raise DataError(f"data.channels={cfg.channels}, but the shards at {cfg.root} hold {meta['channels']}-channel "
+                        f"images; leave data.channels unset or write the shards with --channels {cfg.channels}")
+    return meta
+
+
 def _split_stats(cache: Path, x: DiskImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std of the training rows of a folder split into train and test, computed once and kept
     beside the cache (keyed by the rows)."""
@@ -354,6 +382,10 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
         info = DatasetInfo("digits", 1, 8, 10, tuple(str(i) for i in range(10)))
     elif cfg.dataset == "synthetic":
         info = _synthetic_info(cfg)
+    elif cfg.dataset == "litdata":
+        meta = _litdata_meta(cfg)
+        info = DatasetInfo("litdata", int(meta["channels"]), int(meta["size"]), len(meta["classes"]),
+                           tuple(meta["classes"]), flip=True)
     elif cfg.dataset == "imagefolder":
         _, _, classes = _imagefolder_layout(cfg)
         info = DatasetInfo("imagefolder", cfg.channels or 3, cfg.image_size or 32, len(classes), tuple(classes), flip=True)
@@ -387,6 +419,8 @@ def load_arrays(cfg: DataConfig, seed: int = 0) -> ImageArrays:
         arr = _load_synthetic(cfg)
     elif cfg.dataset == "imagefolder":
         arr = _load_imagefolder(cfg, seed)
+    elif cfg.dataset == "litdata":
+        arr = _load_litdata(cfg)
     else:
         raise DataError(f"unknown dataset {cfg.dataset!r}")
     if cfg.image_size and cfg.image_size != arr.info.size:

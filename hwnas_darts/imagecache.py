@@ -32,7 +32,7 @@ import torch
 from .errors import DataError
 from .io import IMAGE_EXTENSIONS, cache_dir
 
-__all__ = ["DiskImages", "FolderImages", "cached_folder", "list_folder", "folder_fingerprint", "CACHE_VERSION"]
+__all__ = ["DiskImages", "FolderImages", "cached_folder", "open_cache", "list_folder", "folder_fingerprint", "CACHE_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -270,13 +270,19 @@ def cached_folder(folder: Path, classes: Sequence[str], size: int, channels: int
             raise DataError(f"could not write the decoded images of {folder} to {dest.parent} ({exc}); free some space "
                             "there or point HWNAS_IMAGE_CACHE at a disk with room (about "
                             f"{len(files) * channels * size * size / 2**20:.0f} MiB)") from exc
+    return open_cache(dest, len(files), folder, built)
+
+
+def open_cache(dest: Path, images: int, source: Any, built: bool = False) -> FolderImages:
+    """A built cache directory (``images.u8``, ``labels.npy``, ``meta.json``) opened for reading, checked
+    against the ``images`` its ``source`` (a folder, a shard directory) holds."""
     try:
         meta = json.loads((dest / "meta.json").read_text())
         y = torch.from_numpy(np.load(dest / "labels.npy"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{dest}: the image cache is damaged ({exc}); delete the directory and rerun") from exc
-    if meta.get("version") != CACHE_VERSION or meta.get("images") != len(files) or len(y) != len(files):
-        raise DataError(f"{dest}: the image cache does not match {folder} ({meta.get('images')} images cached, "
-                        f"{len(files)} in the folder); delete the directory and rerun")
+    if meta.get("version") != CACHE_VERSION or meta.get("images") != images or len(y) != images:
+        raise DataError(f"{dest}: the image cache does not match {source} ({meta.get('images')} images cached, "
+                        f"{images} in the source); delete the directory and rerun")
     x = DiskImages(dest / "images.u8", meta["shape"])
     return FolderImages(x, y, tuple(meta["mean"]), tuple(meta["std"]), dest, built)

@@ -39,7 +39,7 @@ class SyntheticConfig(Section):
 class DataConfig(Section):
     """Where the images come from and how they are split and batched."""
 
-    dataset: Literal["fashion_mnist", "cifar10", "digits", "imagefolder", "synthetic"] = "fashion_mnist"
+    dataset: Literal["fashion_mnist", "cifar10", "digits", "imagefolder", "litdata", "synthetic"] = "fashion_mnist"
     root: Optional[str] = None
     download: bool = True
     val_fraction: float = Field(0.2, gt=0, lt=1)
@@ -57,6 +57,9 @@ class DataConfig(Section):
     def _root_for_folders(self):
         if self.dataset == "imagefolder" and self.root is None:
             raise ValueError("the imagefolder dataset needs data.root=DIR (one sub-directory per class)")
+        if self.dataset == "litdata" and self.root is None:
+            raise ValueError("the litdata dataset needs data.root=DIR, a shard directory written by "
+                             "python -m hwnas_darts.shards IMAGE_FOLDER DIR")
         return self
 
 

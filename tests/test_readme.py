@@ -109,6 +109,7 @@ def substitute(cmd: str, w: dict) -> str:
         ("'s2dconv_n2_relu-conv_k3_relu-...'", TINY_ARCH),
         ("~/photos", str(base / "photos")),
         ("data.image_size=64", "data.image_size=16"),
+        ("--image-size 64", "--image-size 16"),
         (" shirt.png", " " + str(base / "shirt.png")),
         (" photos/", " " + str(base / "photos")),
         ("preds.csv", str(base / "preds.csv")),
