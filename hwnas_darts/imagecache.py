@@ -32,7 +32,7 @@ import torch
 from .errors import DataError
 from .io import IMAGE_EXTENSIONS, cache_dir
 
-__all__ = ["DiskImages", "FolderImages", "cached_folder", "open_cache", "list_folder", "folder_fingerprint", "CACHE_VERSION"]
+__all__ = ["DiskImages", "FolderImages", "cached_folder", "open_cache", "commit_cache", "list_folder", "folder_fingerprint", "CACHE_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -230,25 +230,36 @@ def _build(folder: Path, files: list[str], labels: list[int], size: int, channel
                     pool.terminate()
             fh.flush()
             os.fsync(fh.fileno())
-        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
-        count = n * size * size
-        mean = sums / count
-        std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
-        meta = {"version": CACHE_VERSION, "folder": str(folder), "images": n, "shape": [n, channels, size, size],
-                "mean": mean.tolist(), "std": [max(float(s), 1e-3) for s in std], "seconds": time.perf_counter() - t0,
-                "workers": nw, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            tmp.rename(dest)
-        except OSError:  # another process built the same cache meanwhile: keep theirs
-            if not (dest / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        meta = commit_cache(tmp, dest, labels, sums, sq, [n, channels, size, size], t0, folder=str(folder), workers=nw)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _logger.info("decoded %d images of %s at %dx%d in %.1f s (%d processes); cached in %s", n, folder, size, size,
                  meta["seconds"], nw, dest)
+
+
+def commit_cache(tmp: Path, dest: Path, labels: Sequence[int] | np.ndarray, sums: np.ndarray, sq: np.ndarray,
+                 shape: Sequence[int], t0: float, **record: Any) -> dict[str, Any]:
+    """Finish a cache built under ``tmp`` (its ``images.u8`` written and synced): the labels, the
+    per-channel statistics from the pixel ``sums`` and squared sums (of [0, 1] values), ``meta.json``,
+    then the rename to ``dest`` - or, when another process committed the same cache meanwhile, theirs
+    is kept. The caller removes ``tmp`` on failure."""
+    n, channels, size = int(shape[0]), int(shape[1]), int(shape[2])
+    np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+    count = n * size * size
+    mean = sums / count
+    std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
+    meta = {"version": CACHE_VERSION, "images": n, "shape": [n, channels, size, size], "mean": mean.tolist(),
+            "std": [max(float(s), 1e-3) for s in std], "seconds": time.perf_counter() - t0,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process built the same cache meanwhile: keep theirs
+        if not (dest / "meta.json").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
 
 
 def cached_folder(folder: Path, classes: Sequence[str], size: int, channels: int, workers: int | None = None,

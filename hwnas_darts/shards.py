@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import DataError
-from .imagecache import FolderImages, _decode_chunk, list_folder, open_cache
+from .imagecache import FolderImages, _decode_chunk, commit_cache, list_folder, open_cache
 from .io import cache_dir
 
 __all__ = ["SHARDS_META", "SHARDS_FORMAT", "optimize_folder", "read_meta", "load_split", "main"]
@@ -228,22 +228,8 @@ def _materialise(split_dir: Path, n: int, size: int, channels: int, num_classes:
             os.close(fd)
         if k != n:
             raise DataError(f"{split_dir}: {k} items in the shards, the metadata records {n}; write the shards again")
-        np.save(tmp / "labels.npy", labels)
-        count = n * size * size
-        mean = sums / count
-        std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
-        from .imagecache import CACHE_VERSION
-
-        (tmp / "meta.json").write_text(json.dumps({
-            "version": CACHE_VERSION, "folder": str(split_dir), "images": n, "shape": [n, channels, size, size],
-            "mean": mean.tolist(), "std": [max(float(s), 1e-3) for s in std], "seconds": time.perf_counter() - t0,
-            "workers": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "source": "litdata"}, indent=1))
-        try:
-            tmp.rename(dest)
-        except OSError:  # another process materialised the same shards meanwhile: keep theirs
-            if not (dest / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        commit_cache(tmp, dest, labels, sums, sq, [n, channels, size, size], t0, folder=str(split_dir), workers=1,
+                     source="litdata")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
