@@ -55,6 +55,14 @@ class RetrainModule(pl.LightningModule):
         num_classes = space.num_classes
         self.network = network.to(memory_format=torch.channels_last) if channels_last else network
         self.cfg = cfg
+        # an exponential moving average of the weights (and BatchNorm statistics), updated after every
+        # optimizer step; it scores the holdout, and its weights replace the network's when training ends
+        self.ema = None
+        if cfg.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.network, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)  # updated by copying, never by the optimizer (nor reduced by DDP)
         self.channels_last = channels_last
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -82,9 +90,24 @@ class RetrainModule(pl.LightningModule):
         self.log("retrain/train_acc", self.train_acc, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.network)
+
+    def on_train_end(self) -> None:
+        if self.ema is not None:  # what is tested, saved and exported from here on is the average
+            self.network.load_state_dict(self.ema.module.state_dict())
+
+    def _scored(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ema is not None and self.trainer.state.fn == "fit":
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.ema.module(x)
+        return self(x)
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        self.val_acc(self(x), y)
+        self.val_acc(self._scored(x), y)
         self.log("retrain/val_acc", self.val_acc, prog_bar=True, on_step=False, on_epoch=True)
 
     def test_step(self, batch, batch_idx):

@@ -259,6 +259,7 @@ class RetrainConfig(Section):
     time_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
     random_erasing: float = Field(0.0, ge=0, le=1)
     warmup_fraction: float = Field(0.15, ge=0, lt=1)
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _one_validation_split(self):

@@ -49,3 +49,41 @@ def test_no_budget_means_the_configured_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(retrain, "probe_epoch_seconds", lambda *a, **k: pytest.fail("no probe without a budget"))
     ctx = _ctx(tmp_path, ["retrain.epochs=7"])
     assert retrain.plan_epochs(ctx, None, None) == 7
+
+
+def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
+    """retrain.ema_decay: the network that training leaves (tested, saved, exported) holds the moving
+    average of the weights after every optimizer step, computed here independently."""
+    import torch
+
+    from hwnas_darts._pl import pl
+    from hwnas_darts.config import RetrainConfig
+    from hwnas_darts.space import SearchSpace
+
+    from .conftest import TINY
+
+    space = SearchSpace.from_config(load_config(TINY))
+    decay = 0.8
+    module = retrain.RetrainModule(space, space.sample(seed=0), RetrainConfig(epochs=1, lr=0.05, ema_decay=decay))
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, *space.input_shape, generator=g), torch.randint(0, space.num_classes, (8,), generator=g))
+            for _ in range(6)]
+    raw: list[dict[str, torch.Tensor]] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            raw.append({k: v.detach().clone() for k, v in pl_module.network.named_parameters()})
+
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()],
+                         default_root_dir=str(tmp_path))
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    assert len(raw) == 6 and int(module.ema.n_averaged) == 6
+    expected = dict(raw[0])
+    for step in raw[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * v for k, v in step.items()}
+    final = dict(module.network.named_parameters())
+    for k, v in expected.items():
+        assert torch.allclose(final[k], v, atol=1e-6), k
+    assert any(not torch.allclose(final[k], raw[-1][k]) for k in expected), "the last raw weights were kept"
+    assert not any(p.requires_grad for p in module.ema.parameters())
