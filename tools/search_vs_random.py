@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
     missing: list[str] | None = [] if args.report else None
     records = []
+    contended: list[str] = []
 
     def finish(m: dict[str, Any], target: float) -> dict[str, Any]:
         r = {k: m.get(k) for k in ("arch", "test_accuracy", "latency_ms", "latency_ms_predicted")}
@@ -160,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
                 hw[q] = m
         if len(hw) < len(qs):
             continue
-        budget = statistics.median(m["search_seconds"] + (m.get("derive_seconds") or 0.0) for m in hw.values())
+        costs = [m["search_seconds"] + (m.get("derive_seconds") or 0.0) for m in hw.values()]
+        budget = statistics.median(costs)
+        if max(costs) > 1.5 * min(costs):
+            contended.append(f"seed {seed}: hw search + derive took {min(costs):.0f}-{max(costs):.0f} s across targets "
+                             "(a shared machine?); random search's budget is their median")
         if args.report and not (sd / "random_pool.json").is_file():
             missing.append(str(sd / "random_pool.json"))
             continue
@@ -183,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     if missing:
         lines += [f"**Interim report**: {len(missing)} run(s) unfinished and left out.", ""]
+    if contended:
+        lines += ["**Uneven search cost** (random search's budget follows it):"] + [f"- {c}" for c in contended] + [""]
     lines += ["| target | seeds paired | hw - random test acc | 95 % interval | hw wins | hw forfeits | random forfeits "
               "| hw median pct | random median pct |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"| `{h['arch']}` | {h['test_accuracy']:.4f} | {h['latency_ms_predicted']:.2f} | {h.get('percentile', '-')} "
                      f"| {x.get('test_accuracy', '-')} | {x.get('latency_ms_predicted', '-')} | {x.get('percentile', '-')} |")
     atomic_write_text(out / "tunas.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [],
+    atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [], "uneven_cost": contended,
                                            "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0
