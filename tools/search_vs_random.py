@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"| `{h['arch']}` | {h['test_accuracy']:.4f} | {h['latency_ms_predicted']:.2f} | {h.get('percentile', '-')} "
                      f"| {x.get('test_accuracy', '-')} | {x.get('latency_ms_predicted', '-')} | {x.get('percentile', '-')} |")
     atomic_write_text(out / "tunas.md", "\n".join(lines) + "\n")
-    atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [], "uneven_cost": contended,
-                                           "table": str(table.path), "device": table.device})
+    atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [],
+                                           "uneven_cost": contended, "table": str(table.path), "device": table.device})
     print("\n".join(lines))
     return 0
 
