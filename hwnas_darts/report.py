@@ -361,6 +361,10 @@ def flops_claim(cands: list[dict[str, Any]]) -> str | None:
             f"{chosen['latency_ms']:.3f} ms vs {cheapest['macs']:,.0f} MACs at {cheapest['latency_ms']:.3f} ms.")
 
 
+#: the files the end-of-run table names, those of them the run wrote
+_SUMMARY_FILES = ("metrics.json", "arch.json", "model.ts", "model.pt2", "model.onnx", "report.md")
+
+
 def print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
     """The table printed at the end of ``fit``."""
     from rich.table import Table
@@ -380,7 +384,7 @@ def print_summary(metrics: dict[str, Any], run_dir: Path) -> None:
             ("search / retrain", f"{f(metrics['search_seconds'])} s / {f(metrics['retrain_seconds'])} s"),
             ("device", metrics["device"]),
             ("architecture", metrics["arch"]),
-            ("files", f"{run_dir}/ (metrics.json, arch.json, model.ts, model.pt2, report.md)")]
+            ("files", f"{run_dir}/ ({', '.join(n for n in _SUMMARY_FILES if (Path(run_dir) / n).is_file())})")]
     for k, v in rows:
         t.add_row(k, v)
     console().print(t)
