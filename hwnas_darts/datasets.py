@@ -1,9 +1,10 @@
 """Image sources, plain torch + numpy (no torchvision): Fashion-MNIST (IDX files: the Debian
 package ``dataset-fashion-mnist``, a directory, or the official download), CIFAR-10 (the official
 python archive or its extracted folder, or the download), an ImageFolder-style directory of the
-user's images (or LitData shards of one: :mod:`hwnas_darts.shards`), scikit-learn's digits, and a synthetic set for tests. Each loads into
-:class:`ImageArrays`: uint8 tensors in memory, or for an image folder uint8 rows on disk (decoded
-once into the image cache and read by rows: :mod:`hwnas_darts.imagecache`).
+user's images (or LitData shards of one: :mod:`hwnas_darts.shards`), scikit-learn's digits, and a
+synthetic set for tests. Each loads into :class:`ImageArrays`: uint8 tensors in memory, or for an
+image folder uint8 rows on disk (decoded once into the image cache and read by rows:
+:mod:`hwnas_darts.imagecache`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from .config import DataConfig
 from .errors import DataError
-from .imagecache import DiskImages, cached_folder
+from .imagecache import DiskImages, cached_folder, folder_layout
 from .shards import load_split, read_meta
 from .io import atomic_path, cache_dir
 
@@ -288,26 +289,10 @@ def _load_synthetic(cfg: DataConfig) -> ImageArrays:
     return ImageArrays(_synthetic_info(cfg), tx, ty, vx, vy)
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _imagefolder_layout(cfg: DataConfig) -> tuple[Path, Path | None, list[str]]:
     if cfg.root is None:
         raise DataError("the imagefolder dataset needs data.root=DIR")
-    root = Path(cfg.root)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
-    train, test = root, None
-    for tname in ("test", "val"):
-        if (root / "train").is_dir() and (root / tname).is_dir():
-            train, test = root / "train", root / tname
-            break
-    classes = [p.name for p in _class_dirs(train)]
-    if len(classes) < 2:
-        raise DataError(f"image folder {train} has {len(classes)} class sub-directories; it needs at least 2 "
-                        "(one sub-directory of images per class)")
-    return train, test, classes
+    return folder_layout(Path(cfg.root))
 
 
 def _load_imagefolder(cfg: DataConfig, seed: int) -> ImageArrays:

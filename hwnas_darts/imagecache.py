@@ -32,7 +32,8 @@ import torch
 from .errors import DataError
 from .io import IMAGE_EXTENSIONS, cache_dir
 
-__all__ = ["DiskImages", "FolderImages", "cached_folder", "open_cache", "commit_cache", "list_folder", "folder_fingerprint", "CACHE_VERSION"]
+__all__ = ["DiskImages", "FolderImages", "cached_folder", "open_cache", "commit_cache", "folder_layout", "list_folder",
+           "folder_fingerprint", "CACHE_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -149,6 +150,24 @@ class DiskImages:
 # --------------------------------------------------------------------------------------------
 # Listing, fingerprint, decoding
 # --------------------------------------------------------------------------------------------
+def folder_layout(root: Path) -> tuple[Path, Path | None, list[str]]:
+    """An image folder's training directory, its test directory (``train/`` beside ``test/`` or
+    ``val/``; else None: the whole folder is the training data) and its class names (the training
+    directory's sub-directories, sorted; at least two)."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    train, test = root, None
+    for tname in ("test", "val"):
+        if (root / "train").is_dir() and (root / tname).is_dir():
+            train, test = root / "train", root / tname
+            break
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"image folder {train} has {len(classes)} class sub-directories; it needs at least 2 "
+                        "(one sub-directory of images per class)")
+    return train, test, classes
+
+
 def list_folder(folder: Path, classes: Sequence[str]) -> tuple[list[str], list[int]]:
     """Image files (relative to ``folder``, sorted per class) and their class indices."""
     files, labels = [], []

@@ -71,10 +71,10 @@ class RetrainModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self._clock: tuple[float, float] | None = None  # (perf_counter at the fit's start, seconds before it)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.network(x)
+        return (self.network if network is None else network)(x)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -99,11 +99,9 @@ class RetrainModule(pl.LightningModule):
             self.network.load_state_dict(self.ema.module.state_dict())
 
     def _scored(self, x: torch.Tensor) -> torch.Tensor:
-        if self.ema is not None and self.trainer.state.fn == "fit":
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.ema.module(x)
-        return self(x)
+        """Logits of the weights being scored: the average while it is training, the network after."""
+        averaging = self.ema is not None and self.trainer.state.fn == "fit"
+        return self(x, self.ema.module if averaging else None)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

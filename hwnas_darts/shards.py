@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .errors import DataError
-from .imagecache import FolderImages, _decode_chunk, commit_cache, list_folder, open_cache
+from .imagecache import FolderImages, _decode_chunk, commit_cache, folder_layout, list_folder, open_cache
 from .io import cache_dir
 
 __all__ = ["SHARDS_META", "SHARDS_FORMAT", "optimize_folder", "read_meta", "load_split", "main"]
@@ -68,21 +68,6 @@ def _emit(task: tuple[str, list[str], list[int], int, int, int]) -> Iterator[dic
         yield {"index": start + i, "image": arr[i], "label": int(labels[i])}
 
 
-def _folder_splits(root: Path) -> tuple[dict[str, Path], list[str]]:
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
-    splits = {"train": root}
-    for tname in ("test", "val"):
-        if (root / "train").is_dir() and (root / tname).is_dir():
-            splits = {"train": root / "train", "test": root / tname}
-            break
-    classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
-        raise DataError(f"image folder {splits['train']} has {len(classes)} class sub-directories; it needs at least "
-                        "2 (one sub-directory of images per class)")
-    return splits, classes
-
-
 def optimize_folder(root: str | os.PathLike, out: str | os.PathLike, size: int = 32, channels: int = 3,
                     workers: int | None = None, chunk_mb: int = 64, force: bool = False) -> dict[str, Any]:
     """Write the image folder ``root`` as LitData shards under ``out``; returns the metadata written."""
@@ -93,7 +78,8 @@ def optimize_folder(root: str | os.PathLike, out: str | os.PathLike, size: int =
     if out.exists() and any(out.iterdir()):
         if not force:
             raise DataError(f"{out} exists and is not empty; choose another directory or pass --force to replace it")
-    splits, classes = _folder_splits(root)
+    train, test, classes = folder_layout(root)
+    splits = {"train": train} if test is None else {"train": train, "test": test}
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

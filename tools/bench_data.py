@@ -33,8 +33,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+def rss_mib(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def measure_in_child(script: str, args: list[str], env: dict[str, str], what: str) -> dict:
+    """Run ``script --one ...`` in a fresh process (its peak RSS its own) and return the JSON it prints
+    last; a failed child ends the benchmark with its error output."""
+    proc = subprocess.run([sys.executable, script, "--one", *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what}: measurement failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_one(folder: str, size: int, channels: int, batch: int, consume_steps: int) -> dict:
@@ -49,13 +58,13 @@ def measure_one(folder: str, size: int, channels: int, batch: int, consume_steps
 
     cfg = DataConfig(dataset="imagefolder", root=folder, image_size=size, channels=channels, batch_size=batch,
                      search_subset=None)
-    res: dict = {"folder": folder, "size": size, "channels": channels, "rss_start_mib": _rss_mib()}
+    res: dict = {"folder": folder, "size": size, "channels": channels, "rss_start_mib": rss_mib()}
     t0 = time.perf_counter()
     dm = HwnasDataModule(cfg, seed=0, mode="retrain")
     dm.setup()
     res["decode_s"] = time.perf_counter() - t0
-    res["rss_after_decode_mib"] = _rss_mib()
-    res["workers_rss_mib"] = _rss_mib(resource.RUSAGE_CHILDREN)
+    res["rss_after_decode_mib"] = rss_mib()
+    res["workers_rss_mib"] = rss_mib(resource.RUSAGE_CHILDREN)
     res["train_images"], res["test_images"] = len(dm.arrays.train_x), len(dm.arrays.test_x)
     t0 = time.perf_counter()
     dm2 = HwnasDataModule(cfg, seed=0, mode="retrain")
@@ -68,7 +77,7 @@ def measure_one(folder: str, size: int, channels: int, batch: int, consume_steps
         n += len(x)
     res["epoch_s"] = time.perf_counter() - t0
     res["data_images_per_s"] = n / res["epoch_s"]
-    res["rss_after_epoch_mib"] = _rss_mib()
+    res["rss_after_epoch_mib"] = rss_mib()
     # streamed: PIL decode + resize of every image, timed on a sample
     from PIL import Image
 
@@ -126,12 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ) if args.keep_cache else dict(os.environ, HWNAS_IMAGE_CACHE=cache)
-            proc = subprocess.run([sys.executable, __file__, "--one", folder, "--size", str(args.size), "--channels",
-                                   str(args.channels), "--batch-size", str(args.batch_size), "--consume-steps",
-                                   str(args.consume_steps), "_"], capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                raise SystemExit(f"{folder}: measurement failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(measure_in_child(__file__, [folder, "--size", str(args.size), "--channels", str(args.channels),
+                                                    "--batch-size", str(args.batch_size), "--consume-steps",
+                                                    str(args.consume_steps), "_"], env, folder))
     print(f"{'train images':>12s} {'decode s':>9s} {'reopen s':>9s} {'peak RSS MiB':>13s} {'workers MiB':>12s} "
           f"{'epoch s':>8s} {'data img/s':>11s} {'train img/s':>12s} {'streamed decode s/epoch':>24s}")
     for r in rows:

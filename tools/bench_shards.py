@@ -21,17 +21,15 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def _rss_mib(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux reports KiB
+from bench_data import rss_mib, measure_in_child  # noqa: E402
 
 
 def measure_one(folder: str, shards: str, size: int, channels: int, workers: int | None, sample: int) -> dict:
@@ -47,14 +45,14 @@ def measure_one(folder: str, shards: str, size: int, channels: int, workers: int
     res["optimize_s"] = time.perf_counter() - t0
     res["train_images"] = meta["splits"]["train"]["images"]
     res["shard_mib"] = sum(f.stat().st_size for f in Path(shards).rglob("*.bin")) / 2**20
-    res["optimize_workers_rss_mib"] = _rss_mib(resource.RUSAGE_CHILDREN)
+    res["optimize_workers_rss_mib"] = rss_mib(resource.RUSAGE_CHILDREN)
     cfg = load_config(None, ["data.dataset=litdata", f"data.root={shards}"]).data
-    rss0 = _rss_mib()
+    rss0 = rss_mib()
     t0 = time.perf_counter()
     a = load_arrays(cfg)
     res["stream_s"] = time.perf_counter() - t0
     res["stream_images_per_s"] = (len(a.train_y) + len(a.test_y)) / res["stream_s"]
-    res["rss_before_stream_mib"], res["rss_after_stream_mib"] = rss0, _rss_mib()
+    res["rss_before_stream_mib"], res["rss_after_stream_mib"] = rss0, rss_mib()
     t0 = time.perf_counter()
     load_arrays(cfg)
     res["reopen_s"] = time.perf_counter() - t0
@@ -84,14 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.folders:
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, HWNAS_IMAGE_CACHE=str(Path(tmp) / "cache"))
-            cmd = [sys.executable, __file__, "--one", folder, str(Path(tmp) / "shards"), "--size", str(args.size),
-                   "--channels", str(args.channels), "--sample", str(args.sample), "_"]
+            child = [folder, str(Path(tmp) / "shards"), "--size", str(args.size), "--channels", str(args.channels),
+                     "--sample", str(args.sample), "_"]
             if args.workers:
-                cmd += ["--workers", str(args.workers)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                raise SystemExit(f"{folder}: measurement failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                child += ["--workers", str(args.workers)]
+            rows.append(measure_in_child(__file__, child, env, folder))
     print(f"{'train images':>12s} {'optimize s':>11s} {'shards MiB':>11s} {'stream s':>9s} {'stream img/s':>13s} "
           f"{'reopen s':>9s} {'peak RSS MiB':>13s} {'random-access img/s':>20s}")
     for r in rows:
