@@ -79,6 +79,23 @@ def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
     assert "| q0.5 | 2 of 2 |" in (tmp_path / "tunas.md").read_text()
     assert tool.pick({"archs": [{"latency_ms_predicted": 20.0, "val_accuracy": 1.0}]}, 10.0) is None
 
+    # --baseline: this study's hw networks against another study's, paired by seed where both meet the target
+    base = tmp_path / "baseline"
+    base.mkdir()
+    brec = [{"seed": sd, "target_quantile": q, "budget_seconds": 100.0, "hw": {"test_accuracy": acc, "meets": ok}}
+            for sd, q, acc, ok in [(0, 0.1, 0.88, True), (1, 0.1, 0.95, True), (0, 0.5, 0.93, True), (1, 0.5, 0.90, True)]]
+    (base / "tunas.json").write_text(json.dumps({"records": brec}))
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5",
+                      "--baseline", str(base)]) == 0
+    v = {r["target_quantile"]: r for r in json.loads((tmp_path / "tunas.json").read_text())["versus_baseline"]}
+    assert v[0.1]["paired"] == 1 and v[0.1]["d_per_seed"] == pytest.approx([0.02]) and v[0.1]["forfeits"] == [1]
+    assert v[0.5]["d_per_seed"] == pytest.approx([-0.01, 0.03]) and v[0.5]["wins"] == 1
+    assert v[0.5]["cost_ratio_per_seed"] == pytest.approx([1.2, 1.2])  # (100 + 20) s against 100 s
+    assert "hw search against the hw search of" in (tmp_path / "tunas.md").read_text()
+    with pytest.raises(SystemExit, match="no tunas.json"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5",
+                   "--baseline", str(tmp_path / "nowhere")])
+
 
 def test_space_ranking_rankers_and_the_paired_difference():
     tool = _load_tool("space_ranking")

@@ -15,7 +15,9 @@ Both methods' networks are retrained with the same recipe and seed and tested on
 test images (retrains are shared by architecture and seed). A method whose network misses the
 target (predicted latency above it by more than ``--tolerance``), or that has none under it,
 loses that seed. With ``--ground-truth DIR`` (``tools/ground_truth.py``) every network also gets
-its percentile among the random networks within +-5 % of its predicted latency.
+its percentile among the random networks within +-5 % of its predicted latency. With
+``--baseline DIR`` (another study of the same protocol, e.g. other ``--hw`` settings) the hw
+networks are also compared with that study's, paired by seed, beside the two searches' cost.
 
 Output: ``OUT/tunas.json`` and ``OUT/tunas.md`` (per target: paired differences with 95 %
 intervals, wins, forfeits, percentiles). Finished runs are reused, so the command resumes.
@@ -112,6 +114,46 @@ def compare(records: list[dict[str, Any]], tolerance: float) -> list[dict[str, A
     return out
 
 
+def versus(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target: this study's hw network minus another study's (``--baseline``), paired by seed,
+    over the seeds where both meet the target; and this study's search cost over the baseline's
+    (each seed's hw search + derive seconds, the random budget), per seed."""
+    base = {(r["seed"], r["target_quantile"]): r for r in baseline}
+    out = []
+    for q in sorted({r["target_quantile"] for r in records}):
+        pairs = [(r, base[(r["seed"], q)]) for r in sorted(records, key=lambda r: r["seed"])
+                 if r["target_quantile"] == q and (r["seed"], q) in base]
+        both = [(a, b) for a, b in pairs if a["hw"]["meets"] and b["hw"]["meets"]]
+        rec: dict[str, Any] = {"target_quantile": q, "seeds": [a["seed"] for a, _ in pairs], "paired": len(both),
+                               "cost_ratio_per_seed": [a["budget_seconds"] / b["budget_seconds"] for a, b in pairs],
+                               "forfeits": [a["seed"] for a, _ in pairs if not a["hw"]["meets"]],
+                               "baseline_forfeits": [b["seed"] for _, b in pairs if not b["hw"]["meets"]]}
+        if both:
+            d = [a["hw"]["test_accuracy"] - b["hw"]["test_accuracy"] for a, b in both]
+            m, lo, hi = paired_interval(d, [0.0] * len(d))
+            rec.update(d_accuracy=m, d_accuracy_ci=[lo, hi], d_per_seed=d,
+                       wins=sum(x > 0 for x in d), ties=sum(x == 0 for x in d))
+        for name, side in (("percentiles", 0), ("baseline_percentiles", 1)):
+            rec[name] = [p[side]["hw"].get("percentile") for p in pairs if p[side]["hw"].get("percentile") is not None]
+        out.append(rec)
+    return out
+
+
+def versus_lines(rows: list[dict[str, Any]], baseline: str) -> list[str]:
+    lines = [f"hw search against the hw search of `{baseline}` (paired by seed; cost = search + derive seconds, "
+             "this study over the baseline):", "",
+             "| target | seeds paired | hw - baseline hw test acc | 95 % interval | wins / ties | per seed | cost ratio "
+             "(median, range) | pct (this) | pct (baseline) |", "|---|---|---|---|---|---|---|---|---|"]
+    for v in rows:
+        ci, c = v.get("d_accuracy_ci"), v["cost_ratio_per_seed"]
+        lines.append(f"| q{v['target_quantile']:g} | {v['paired']} of {len(v['seeds'])} | "
+                     + (f"{v['d_accuracy']:+.4f} | [{ci[0]:+.4f}, {ci[1]:+.4f}] | {v['wins']} / {v['ties']} | "
+                        + ", ".join(f"{x:+.4f}" for x in v["d_per_seed"]) if ci else "- | - | - | -")
+                     + (f" | {statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" if c else " | -")
+                     + f" | {v['percentiles'] or '-'} | {v['baseline_percentiles'] or '-'} |")
+    return lines + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config")
@@ -123,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--random-max", type=int, default=60, help="cap on random architectures per seed")
     ap.add_argument("--tolerance", type=float, default=0.0, help="relative slack on the target before a network misses it")
     ap.add_argument("--ground-truth", help="a tools/ground_truth.py directory: percentiles of every network")
+    ap.add_argument("--baseline", help="another study's output directory (e.g. the same protocol with other --hw "
+                    "settings): this study's hw networks against its hw networks, paired by seed")
     ap.add_argument("--report", action="store_true", help="start nothing: report the finished runs")
     ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (the recipe, e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
@@ -185,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                                 for a in pool["archs"]),
                             "hw": finish(hw[q], target), "random": rnd})
     summary = compare(records, args.tolerance)
+    against = None
+    if args.baseline:
+        bpath = Path(args.baseline) / "tunas.json"
+        if not bpath.is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no tunas.json there (run this tool with --out {args.baseline} first)")
+        against = versus(records, json.loads(bpath.read_text())["records"])
     lines = []
     if missing:
         lines += [f"**Interim report**: {len(missing)} run(s) unfinished and left out.", ""]
@@ -199,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                      + f" | {s['hw_wins']} | {s['hw_forfeits'] or '-'} | {s['random_forfeits'] or '-'} | "
                      f"{s['hw_median_percentile'] if s['hw_median_percentile'] is not None else '-'} | "
                      f"{s['random_median_percentile'] if s['random_median_percentile'] is not None else '-'} |")
+    if against is not None:
+        lines += [""] + versus_lines(against, args.baseline)
     lines += ["", "| seed | target | target ms | pool (under target) | hw arch | hw acc | hw ms pred | hw pct | random acc "
                   "| random ms pred | random pct |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
@@ -208,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {x.get('test_accuracy', '-')} | {x.get('latency_ms_predicted', '-')} | {x.get('percentile', '-')} |")
     atomic_write_text(out / "tunas.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [],
-                                           "uneven_cost": contended, "table": str(table.path), "device": table.device})
+                                           "uneven_cost": contended, "table": str(table.path), "device": table.device,
+                                           "baseline": args.baseline, "versus_baseline": against})
     print("\n".join(lines))
     return 0
 
