@@ -114,6 +114,25 @@ def compare(records: list[dict[str, Any]], tolerance: float) -> list[dict[str, A
     return out
 
 
+def num(v: Any, fmt: str) -> str:
+    """A number for a table cell; ``-`` when there is none."""
+    return "-" if v is None else format(v, fmt)
+
+
+def pct_cell(r: dict[str, Any]) -> str:
+    """A network's band percentile and, in brackets, how many ground-truth networks its band holds."""
+    if "in_band" not in r:
+        return "-"
+    return f"{num(r.get('percentile'), '.0f')} ({r['in_band']})"
+
+
+def pcts(values: list[float]) -> str:
+    """Percentiles for a table cell, rounded, with their median."""
+    if not values:
+        return "-"
+    return ", ".join(f"{v:.0f}" for v in values) + f" (median {statistics.median(values):.0f})"
+
+
 def versus(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per target: this study's hw network minus another study's (``--baseline``), paired by seed,
     over the seeds where both meet the target; and this study's search cost over the baseline's
@@ -150,7 +169,7 @@ def versus_lines(rows: list[dict[str, Any]], baseline: str) -> list[str]:
                      + (f"{v['d_accuracy']:+.4f} | [{ci[0]:+.4f}, {ci[1]:+.4f}] | {v['wins']} / {v['ties']} | "
                         + ", ".join(f"{x:+.4f}" for x in v["d_per_seed"]) if ci else "- | - | - | -")
                      + (f" | {statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f})" if c else " | -")
-                     + f" | {v['percentiles'] or '-'} | {v['baseline_percentiles'] or '-'} |")
+                     + f" | {pcts(v['percentiles'])} | {pcts(v['baseline_percentiles'])} |")
     return lines + [""]
 
 
@@ -192,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         r = {k: m.get(k) for k in ("arch", "test_accuracy", "latency_ms", "latency_ms_predicted")}
         r["meets"] = m["latency_ms_predicted"] <= target * (1 + args.tolerance)
         if truth:
-            r["percentile"] = rank(truth, m)["percentile"]
+            rk = rank(truth, m)
+            r["percentile"], r["in_band"] = rk["percentile"], rk["in_band"]
         return r
 
     for seed in seeds:
@@ -247,17 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| q{s['target_quantile']:g} | {s['paired']} of {s['n']} | "
                      + (f"{s['d_accuracy']:+.4f} | [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "- | -")
                      + f" | {s['hw_wins']} | {s['hw_forfeits'] or '-'} | {s['random_forfeits'] or '-'} | "
-                     f"{s['hw_median_percentile'] if s['hw_median_percentile'] is not None else '-'} | "
-                     f"{s['random_median_percentile'] if s['random_median_percentile'] is not None else '-'} |")
+                     f"{num(s['hw_median_percentile'], '.0f')} | {num(s['random_median_percentile'], '.0f')} |")
     if against is not None:
         lines += [""] + versus_lines(against, args.baseline)
-    lines += ["", "| seed | target | target ms | pool (under target) | hw arch | hw acc | hw ms pred | hw pct | random acc "
-                  "| random ms pred | random pct |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| seed | target | target ms | pool (under target) | hw arch | hw acc | hw ms pred | hw pct (band) | random acc "
+                  "| random ms pred | random pct (band) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         h, x = r["hw"], r["random"] or {}
         lines.append(f"| {r['seed']} | q{r['target_quantile']:g} | {r['target_ms']:.2f} | {r['pool']} ({r['pool_under_target']}) "
-                     f"| `{h['arch']}` | {h['test_accuracy']:.4f} | {h['latency_ms_predicted']:.2f} | {h.get('percentile', '-')} "
-                     f"| {x.get('test_accuracy', '-')} | {x.get('latency_ms_predicted', '-')} | {x.get('percentile', '-')} |")
+                     f"| `{h['arch']}` | {h['test_accuracy']:.4f} | {h['latency_ms_predicted']:.2f} | "
+                     f"{pct_cell(h)} | {num(x.get('test_accuracy'), '.4f')} | "
+                     f"{num(x.get('latency_ms_predicted'), '.2f')} | {pct_cell(x)} |")
     atomic_write_text(out / "tunas.md", "\n".join(lines) + "\n")
     atomic_write_json(out / "tunas.json", {"records": records, "summary": summary, "missing": missing or [],
                                            "uneven_cost": contended, "table": str(table.path), "device": table.device,
