@@ -190,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("fit_overrides", nargs="*", help="overrides for every fit run (the recipe, e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    baseline = None
+    if args.baseline:  # checked before any run starts, not after hours of them
+        bpath = Path(args.baseline) / "tunas.json"
+        if not bpath.is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no tunas.json there (run this tool with --out {args.baseline} first)")
+        baseline = json.loads(bpath.read_text()).get("records")
+        if not isinstance(baseline, list):
+            raise SystemExit(f"--baseline {bpath}: no 'records' list in it (not written by this tool?)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -249,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                 for a in pool["archs"]),
                             "hw": finish(hw[q], target), "random": rnd})
     summary = compare(records, args.tolerance)
-    against = None
-    if args.baseline:
-        bpath = Path(args.baseline) / "tunas.json"
-        if not bpath.is_file():
-            raise SystemExit(f"--baseline {args.baseline}: no tunas.json there (run this tool with --out {args.baseline} first)")
-        against = versus(records, json.loads(bpath.read_text())["records"])
+    against = None if baseline is None else versus(records, baseline)
     lines = []
     if missing:
         lines += [f"**Interim report**: {len(missing)} run(s) unfinished and left out.", ""]
