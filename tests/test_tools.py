@@ -509,3 +509,28 @@ def test_bench_search_reports_gpu_busy_time_on_cuda():
     r = res["relaxations"]["reinforce"]
     assert 0 < res["floor_gpu_busy_fraction"] <= 1.5 and 0 < r["gpu_busy_fraction"] <= 1.5
     assert r["ratio_to_floor_gpu_busy"] > 0
+
+
+def test_rss_watch_counts_the_whole_process_tree_and_passes_the_exit_code_on(tmp_path):
+    tool = _load_tool("rss_watch")
+    # a parent holding 40 MiB starts a child holding 120 MiB (written, so resident), then fails with status 3
+    child = "import time; b = b'x' * (120 * 2**20); time.sleep(1.0)"
+    parent = ("import subprocess, sys; a = b'x' * (40 * 2**20); "
+              f"subprocess.run([sys.executable, '-c', {child!r}]); sys.exit(3)")
+    out = tmp_path / "w" / "rss.json"
+    rc = tool.main(["--out", str(out), "--interval", "0.05", "--", sys.executable, "-c", parent])
+    assert rc == 3
+    summary = json.loads(out.read_text())
+    assert summary["exit_code"] == 3 and summary["processes_seen"] >= 2
+    assert summary["peak_process_rss_mib"] >= 120            # the child alone
+    assert summary["peak_tree_rss_mib"] >= 160               # parent and child at once
+    assert summary["peak_tree_rss_mib"] > summary["peak_process_rss_mib"]
+    rows = (tmp_path / "w" / "rss.csv").read_text().splitlines()
+    assert rows[0] == "t_s,processes,rss_mib,pss_mib" and len(rows) > 5
+    with pytest.raises(SystemExit):
+        tool.main(["--out", str(out), "--"])                 # no command
+    assert tool.main(["--out", str(out)]) == 2                # no "--" at all
+    assert tool.main(["plot", "--out", str(tmp_path / "rss.png"), f"run={tmp_path / 'w' / 'rss.csv'}"]) == 0
+    assert (tmp_path / "rss.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        tool.main(["plot", "--out", str(tmp_path / "x.png"), f"bad={out}"])  # the JSON, not a timeline
