@@ -58,6 +58,31 @@ def test_shards_hold_the_folders_rows_and_are_streamed_once(tmp_path):
     assert not again.built, "the second read must open the row cache, not stream the shards again"
 
 
+def test_shards_and_the_folder_give_the_same_batches_for_the_same_seed(tmp_path):
+    """Written by two worker processes (as a real run writes them), the shards still hold the
+    folder's rows in the folder's order, so a seeded data module draws the same split and the same
+    augmented batches from either source."""
+    from hwnas_darts.data import HwnasDataModule
+
+    folder = _folder(tmp_path / "f", n=60)
+    optimize_folder(folder, tmp_path / "shards", size=8, channels=3, workers=2)
+    common = ("data.image_size=8", "data.batch_size=6", "data.search_subset=null", "data.val_fraction=0.25")
+    modules = []
+    for cfg in (_cfg("data.dataset=litdata", f"data.root={tmp_path / 'shards'}", *common),
+                _cfg("data.dataset=imagefolder", f"data.root={folder}", *common)):
+        for mode in ("search", "retrain"):
+            dm = HwnasDataModule(cfg, seed=5, mode=mode)
+            dm.setup()
+            modules.append((mode, dm))
+    (_, s_search), (_, s_retrain), (_, f_search), (_, f_retrain) = modules
+    assert np.array_equal(s_search.train_idx, f_search.train_idx) and np.array_equal(s_search.val_idx, f_search.val_idx)
+    a, b = next(iter(s_search.train_dataloader()))[0], next(iter(f_search.train_dataloader()))[0]
+    for part in ("train", "val"):
+        assert torch.equal(a[part][0], b[part][0]) and torch.equal(a[part][1], b[part][1])
+    a, b = next(iter(s_retrain.train_dataloader())), next(iter(f_retrain.train_dataloader()))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
 def test_shards_without_a_test_split_and_a_size_mismatch(tmp_path):
     folder = _folder(tmp_path / "f") / "train"  # a plain folder of classes: the test part is split off seeded
     optimize_folder(folder, tmp_path / "s", size=8, channels=1, workers=1)
