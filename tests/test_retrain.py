@@ -53,7 +53,8 @@ def test_no_budget_means_the_configured_epochs(tmp_path, monkeypatch):
 
 def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
     """retrain.ema_decay: the network that training leaves (tested, saved, exported) holds the moving
-    average of the weights after every optimizer step, computed here independently."""
+    average of the weights after every optimizer step, with TensorFlow's decay warm-up, computed here
+    independently."""
     import torch
 
     from hwnas_darts._pl import pl
@@ -63,7 +64,7 @@ def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
     from .conftest import TINY
 
     space = SearchSpace.from_config(load_config(TINY))
-    decay = 0.8
+    decay = 0.3  # below the warm-up's first decays (0.18, 0.25, 0.31...): both regimes are exercised
     module = retrain.RetrainModule(space, space.sample(seed=0), RetrainConfig(epochs=1, lr=0.05, ema_decay=decay))
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(8, *space.input_shape, generator=g), torch.randint(0, space.num_classes, (8,), generator=g))
@@ -80,10 +81,14 @@ def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
     assert len(raw) == 6 and int(module.ema.n_averaged) == 6
     expected = dict(raw[0])
-    for step in raw[1:]:
-        expected = {k: decay * expected[k] + (1 - decay) * v for k, v in step.items()}
+    for n, step in enumerate(raw[1:], start=1):  # the n-th update after the copy: TF's warm-up, capped at decay
+        d = min(decay, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in step.items()}
     final = dict(module.network.named_parameters())
     for k, v in expected.items():
         assert torch.allclose(final[k], v, atol=1e-6), k
     assert any(not torch.allclose(final[k], raw[-1][k]) for k in expected), "the last raw weights were kept"
     assert not any(p.requires_grad for p in module.ema.parameters())
+    counts = [int(b) for n, b in module.network.named_buffers() if n.endswith("num_batches_tracked")]
+    assert counts and set(counts) == {6}, "BatchNorm's step count is the network's, not an average of counts"
+    assert retrain.ema_decay_at(0.999, 1) == 2 / 11 and retrain.ema_decay_at(0.999, 10**6) == 0.999
