@@ -37,7 +37,7 @@ def ema_decay_at(decay: float, updates: int) -> float:
     A fixed decay of 0.999 keeps 42 % of the random initial weights after a 5-epoch retraining's
     first epoch (859 steps) and 1.3 % at its end; averaged with the BatchNorm statistics, that
     network scored at chance on the holdout for three epochs and 0.35 on the test images at the end
-    (docs/BENCHMARKS.md section 8.3). With the warm-up the average follows the network early on
+    (docs/BENCHMARKS.md section 8.1). With the warm-up the average follows the network early on
     and reaches ``decay`` only after about ``9 / (1 - decay)`` updates.
     """
     return min(decay, (1.0 + updates) / (10.0 + updates))
