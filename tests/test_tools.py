@@ -530,6 +530,7 @@ def test_rss_watch_counts_the_whole_process_tree_and_passes_the_exit_code_on(tmp
     with pytest.raises(SystemExit):
         tool.main(["--out", str(out), "--"])                 # no command
     assert tool.main(["--out", str(out)]) == 2                # no "--" at all
+    assert tool.main(["--out", str(out), "--", str(tmp_path / "no-such-command")]) == 127
     assert tool.main(["plot", "--out", str(tmp_path / "rss.png"), f"run={tmp_path / 'w' / 'rss.csv'}"]) == 0
     assert (tmp_path / "rss.png").stat().st_size > 0
     with pytest.raises(SystemExit):

@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     start = time.time()
-    proc = subprocess.Popen(command)
+    try:
+        proc = subprocess.Popen(command)
+    except OSError as exc:  # not found, not executable
+        print(f"rss_watch: cannot start {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
     timeline: list[tuple[float, int, float, float]] = []
     peak = {"rss_sum": 0, "pss_sum": 0, "rss_single": 0, "single_cmd": "", "t_rss_sum": 0.0}
     procs_seen: set[int] = set()
