@@ -226,3 +226,30 @@ def test_quality_config_runs_its_first_steps_at_tiny_shapes(tmp_path):
     assert m["holdout_accuracy"] == hist[-1]["retrain/val_acc"] and set(m["time_to_accuracy_s"]) == {"0.9", "0.93", "0.939"}
     assert (out / "plots" / "time_to_accuracy.png").is_file()
     assert "### Time to accuracy" in (out / "report.md").read_text()
+
+
+def test_bf16_training_exports_an_fp32_model_that_matches_the_trained_network(tmp_path, tiny_space):
+    """#31: whatever precision the retraining ran in (here bf16 autocast on the CPU), the saved and
+    exported network is fp32 and its exports reproduce the trained network's eager fp32 outputs."""
+    from hwnas_darts.network import build_network
+    from hwnas_darts.space import Arch
+
+    out = tmp_path / "bf16"
+    arch = tiny_space.sample(seed=3).to_string()
+    run_fit("--config", str(TINY), "--out", str(out), "--arch", arch, "trainer.precision=bf16-mixed",
+            "retrain.steps_per_epoch=10", "retrain.epochs=1", "logger.kind=none")
+    saved = torch.load(out / "model_state.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for k, v in saved.items() if v.is_floating_point())
+    net = build_network(tiny_space, Arch.load(out / "arch.json")).eval()
+    net.load_state_dict(saved)
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eager = net(x)
+    ts = torch.jit.load(str(out / "model.ts"))
+    assert all(p.dtype == torch.float32 for p in ts.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), eager, rtol=1e-4, atol=1e-5)
+        program = torch.export.load(str(out / "model.pt2")).module()
+        torch.testing.assert_close(program(x), eager, rtol=1e-4, atol=1e-5)
+    exports = json.loads((out / "state.json").read_text())["stages"]["export"]["results"]
+    assert {r["kind"] for r in exports if r["ok"]} >= {"torchscript", "program"}
