@@ -67,14 +67,16 @@ def test_shards_and_the_folder_give_the_same_batches_for_the_same_seed(tmp_path)
     folder = _folder(tmp_path / "f", n=60)
     optimize_folder(folder, tmp_path / "shards", size=8, channels=3, workers=2)
     common = ("data.image_size=8", "data.batch_size=6", "data.search_subset=null", "data.val_fraction=0.25")
-    modules = []
-    for cfg in (_cfg("data.dataset=litdata", f"data.root={tmp_path / 'shards'}", *common),
-                _cfg("data.dataset=imagefolder", f"data.root={folder}", *common)):
-        for mode in ("search", "retrain"):
-            dm = HwnasDataModule(cfg, seed=5, mode=mode)
-            dm.setup()
-            modules.append((mode, dm))
-    (_, s_search), (_, s_retrain), (_, f_search), (_, f_retrain) = modules
+    shards = _cfg("data.dataset=litdata", f"data.root={tmp_path / 'shards'}", *common)
+    direct = _cfg("data.dataset=imagefolder", f"data.root={folder}", *common)
+
+    def module(cfg, mode):
+        dm = HwnasDataModule(cfg, seed=5, mode=mode)
+        dm.setup()
+        return dm
+
+    s_search, f_search = module(shards, "search"), module(direct, "search")
+    s_retrain, f_retrain = module(shards, "retrain"), module(direct, "retrain")
     assert np.array_equal(s_search.train_idx, f_search.train_idx) and np.array_equal(s_search.val_idx, f_search.val_idx)
     a, b = next(iter(s_search.train_dataloader()))[0], next(iter(f_search.train_dataloader()))[0]
     for part in ("train", "val"):

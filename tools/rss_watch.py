@@ -22,7 +22,6 @@ interrupted); the command's exit status is passed on. Timelines of several runs 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import signal
@@ -30,6 +29,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_data import rss_mib  # noqa: E402
+from hwnas_darts.io import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -88,12 +93,6 @@ def cmdline(pid: int) -> str:
         return "?"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plot(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="rss_watch.py plot", description="memory timelines of several runs")
     ap.add_argument("--out", required=True, help="PNG to write")
@@ -117,12 +116,9 @@ def plot(argv: list[str]) -> int:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out)
-    print(f"wrote {out}")
+    with atomic_path(args.out, keep_extension=True) as tmp:  # savefig picks the format by the extension
+        fig.savefig(tmp, dpi=110)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -144,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.interval <= 0:
         ap.error(f"--interval must be positive, got {args.interval}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after the command
 
     start = time.time()
     try:
@@ -178,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         rc = proc.wait()
         signal.signal(signal.SIGINT, old)
-        kernel_max = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
         summary = {
             "command": command,
             "exit_code": rc,
@@ -191,12 +186,12 @@ def main(argv: list[str] | None = None) -> int:
             "peak_tree_pss_mib": round(peak["pss_sum"] / 2**20, 1),
             "peak_process_rss_mib": round(peak["rss_single"] / 2**20, 1),
             "peak_process": peak["single_cmd"],
-            "kernel_max_rss_largest_process_mib": round(kernel_max / 2**20, 1),
+            "kernel_max_rss_largest_process_mib": round(rss_mib(resource.RUSAGE_CHILDREN), 1),
         }
-        _atomic_write(out.with_suffix(".csv"), "t_s,processes,rss_mib,pss_mib\n"
-                      + "".join(f"{t},{n},{r},{p}\n" for t, n, r, p in timeline))
-        _atomic_write(out, json.dumps(summary, indent=2) + "\n")
-        print(json.dumps(summary, indent=2), file=sys.stderr)
+        atomic_write_text(out.with_suffix(".csv"), "t_s,processes,rss_mib,pss_mib\n"
+                          + "".join(f"{t},{n},{r},{p}\n" for t, n, r, p in timeline))
+        atomic_write_json(out, summary)
+        print(out.read_text(), file=sys.stderr, end="")
     return rc
 
 
