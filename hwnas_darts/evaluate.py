@@ -45,10 +45,12 @@ def recalibrate_bn(supernet: SuperNet, arch: Arch, loader: Iterable, batches: in
 @torch.no_grad()
 def evaluate_accuracy(supernet: SuperNet, arch: Arch, loader: Iterable, max_batches: int | None = None,
                       device: torch.device | str = "cpu", calib_loader: Iterable | None = None,
-                      calib_batches: int = 20, per_image: list | None = None) -> float:
+                      calib_batches: int = 20, per_image: list | None = None,
+                      losses: list | None = None) -> float:
     """Top-1 accuracy of the subnet ``arch`` with the supernet's weights (eval mode), after
     re-estimating its BatchNorm statistics on ``calib_loader`` when given. ``per_image``: a list
-    that receives each image's correctness (for paired comparisons between candidates)."""
+    that receives each image's correctness (for paired comparisons between candidates);
+    ``losses``: a list that receives each image's cross-entropy."""
     was = supernet.training
     if calib_loader is not None:
         recalibrate_bn(supernet, arch, calib_loader, calib_batches, device)
@@ -58,7 +60,10 @@ def evaluate_accuracy(supernet: SuperNet, arch: Arch, loader: Iterable, max_batc
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            hits.append((supernet(x.to(device), arch=arch).argmax(1) == y.to(device)).cpu())
+            logits = supernet(x.to(device), arch=arch)
+            hits.append((logits.argmax(1) == y.to(device)).cpu())
+            if losses is not None:
+                losses.extend(F.cross_entropy(logits.float(), y.to(device), reduction="none").cpu().tolist())
     finally:
         supernet.train(was)
     flat = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)

@@ -47,6 +47,107 @@ def test_ground_truth_reuses_runs_and_ranks_within_the_band(tmp_path, monkeypatc
         tool.main(["--out", str(tmp_path), "-n", "0"])
 
 
+def test_ground_truth_saved_and_reused_on_another_machine(tmp_path, monkeypatch):
+    """--save keeps what does not depend on the machine; --reuse takes those networks instead of
+    retraining them, predicts their latency with this machine's model, and refuses another study's file."""
+    tool = _load_tool("ground_truth")
+    from hwnas_darts.config import load_config
+    from hwnas_darts.space import SearchSpace
+
+    space = SearchSpace.from_config(load_config(TINY))
+    archs = space.sample_unique(3, seed=5)
+    first = tmp_path / "gt"
+    for i, (a, acc) in enumerate(zip(archs, [0.81, 0.86, 0.77])):
+        _metrics(first / f"net{i:02d}", test_accuracy=acc, latency_ms=3.0, latency_ms_predicted=3.1,
+                 arch=a.to_string(), seed=0, macs=10, params=5, retrain_seconds=9.0)
+    monkeypatch.setattr(sys.modules["compare_search"].subprocess, "run", _no_fit)
+    saved = tmp_path / "saved.json"
+    assert tool.main(["--config", str(TINY), "--out", str(first), "-n", "3", "--sample-seed", "5",
+                      "--save", str(saved), "retrain.epochs=1"]) == 0
+    rec = json.loads(saved.read_text())
+    assert [n["test_accuracy"] for n in rec["retrainings"]] == [0.81, 0.86, 0.77]
+    assert all("latency_ms" not in n and "latency_ms_predicted" not in n and n["trained_on"] for n in rec["retrainings"])
+
+    class Model:  # this machine's latency model: a stand-in that tells the archs apart
+        def predict(self, arch):
+            return 1.0 + len(arch.to_string()) / 100
+
+    monkeypatch.setattr(tool, "_latency_model", lambda cfg, sp: Model())
+    second = tmp_path / "gt2"  # a new machine: no runs, only the file; -n 4 asks for one network more than it holds
+    with pytest.raises(AssertionError, match="recomputed"):  # the fourth is retrained (here: refused by _no_fit)
+        tool.main(["--config", str(TINY), "--out", str(second), "-n", "4", "--sample-seed", "5", "--reuse", str(saved),
+                   "retrain.epochs=1"])
+    assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse", str(saved),
+                      "retrain.epochs=1"]) == 0
+    truth = json.loads((second / "ground_truth.json").read_text())["networks"]
+    assert [t["test_accuracy"] for t in truth] == [0.81, 0.86, 0.77]
+    assert [t["latency_ms_predicted"] for t in truth] == [Model().predict(a) for a in archs]
+    for bad, match in ((["retrain.epochs=3"], "recipe overrides"), (["--sample-seed", "6", "retrain.epochs=1"], "sample-seed")):
+        with pytest.raises(SystemExit, match=match):
+            tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "-n", "3", "--reuse", str(saved), *bad])
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a saved ground truth"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "junk.json")])
+    with pytest.raises(SystemExit, match="no such file"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "none.json")])
+    with pytest.raises(SystemExit, match="--shard"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--shard", "2/2"])
+
+
+def _fake_fit(started):
+    def fake_fit(out, cfg_path, overrides, arch=None, missing=None):
+        if (out / "metrics.json").is_file():
+            return json.loads((out / "metrics.json").read_text())
+        if missing is not None:
+            missing.append(str(out))
+            return None
+        started.append(out.name)
+        seed = int(next((o.split("=")[1] for o in overrides if o.startswith("seed=")), 0))
+        _metrics(out, test_accuracy=0.8 + 0.01 * seed, latency_ms=1.0, latency_ms_predicted=1.0, arch=arch, seed=seed)
+        return json.loads((out / "metrics.json").read_text())
+    return fake_fit
+
+
+def test_ground_truth_shards_share_the_work(tmp_path, monkeypatch):
+    """--shard 1/2 retrains only the odd networks and reads the even ones when they are finished."""
+    tool = _load_tool("ground_truth")
+    from hwnas_darts.config import load_config
+    from hwnas_darts.space import SearchSpace
+
+    archs = SearchSpace.from_config(load_config(TINY)).sample_unique(4, seed=777)
+    started: list[str] = []
+    monkeypatch.setattr(tool, "run_fit", _fake_fit(started))
+    _metrics(tmp_path / "net00", test_accuracy=0.9, latency_ms=1.0, latency_ms_predicted=1.0, arch=archs[0].to_string())
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path), "-n", "4", "--shard", "1/2"]) == 0
+    assert started == ["net01", "net03"]
+    res = json.loads((tmp_path / "ground_truth.json").read_text())
+    assert res["finished"] == 3 and res["missing"] == [str(tmp_path / "net02")]
+
+
+def test_ground_truth_several_seeds_average_and_measure_the_noise(tmp_path, monkeypatch):
+    """--seeds 0,1 keeps the seed-0 runs, adds a seed-1 run per network, averages them, and reports one
+    retraining's pooled sd; a saved file reused with more seeds runs only the seeds it lacks."""
+    tool = _load_tool("ground_truth")
+    started: list[str] = []
+    monkeypatch.setattr(tool, "run_fit", _fake_fit(started))
+    gt = tmp_path / "gt"
+    assert tool.main(["--config", str(TINY), "--out", str(gt), "-n", "2", "--save", str(tmp_path / "s.json")]) == 0
+    assert started == ["net00", "net01"]
+    assert tool.main(["--config", str(TINY), "--out", str(gt), "-n", "2", "--seeds", "0,1"]) == 0
+    assert started[2:] == ["net00_seed1", "net01_seed1"]
+    res = json.loads((gt / "ground_truth.json").read_text())
+    assert [n["test_accuracy"] for n in res["networks"]] == pytest.approx([0.805, 0.805])
+    assert res["retrain_sd"] == pytest.approx((2 * 2 * 0.005 ** 2 / 2) ** 0.5) and res["retrain_sd_dof"] == 2
+    monkeypatch.setattr(tool, "_latency_model", lambda cfg, sp: type("M", (), {"predict": lambda self, a: 2.0})())
+    started.clear()  # another machine: seed 0 comes from the file, seed 1 is run
+    assert tool.main(["--config", str(TINY), "--out", str(tmp_path / "gt2"), "-n", "2", "--seeds", "0,1",
+                      "--reuse", str(tmp_path / "s.json"), "--save", str(tmp_path / "s2.json")]) == 0
+    assert started == ["net00_seed1", "net01_seed1"]
+    assert len(json.loads((tmp_path / "s2.json").read_text())["retrainings"]) == 4
+    with pytest.raises(SystemExit, match="--seeds"):
+        tool.main(["--config", str(TINY), "--out", str(gt), "seed=3"])
+
+
 def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
     """Two seeds, two targets, all runs finished: random search returns its most accurate pool member
     under each target; a method without a network under the target loses that seed."""
@@ -105,12 +206,31 @@ def test_space_ranking_rankers_and_the_paired_difference():
     noise = rng.normal(0, 1, 30)  # a supernet that knows nothing
     scores = tool.ranker_scores(noise, lat)
     assert set(scores) == {"supernet", "latency", "combined"}
+    with_loss = tool.ranker_scores(noise, lat, supernet_loss=-acc)  # a loss that knows the order: lower is better
+    assert set(with_loss) == set(tool.RANKERS)
+    assert np.array_equal(with_loss["supernet_loss"], np.arange(1, 31))
     pooled = {k: np.concatenate([v, v]) for k, v in scores.items()}
     res = tool.tau_table(pooled, np.tile(acc, 2), runs=2, n_boot=300)
     assert res["latency"]["kendall_tau"] > 0.8 and abs(res["supernet"]["kendall_tau"]) < 0.3
     lo, hi = res["supernet"]["minus_latency_ci"]
     assert hi < 0  # the uninformed supernet ranks worse than latency, and the interval says so
     assert res["combined"]["ci"][0] <= res["combined"]["kendall_tau"] <= res["combined"]["ci"][1]
+
+
+def test_space_ranking_within_latency_bands():
+    """Within a latency band latency cannot rank; a supernet that knows the residual accuracy can."""
+    tool = _load_tool("space_ranking")
+    rng = np.random.default_rng(1)
+    lat = np.repeat([5.0, 10.0, 20.0], 10) * (1 + rng.uniform(-0.03, 0.03, 30))  # three bands of ten networks
+    resid = rng.normal(0, 1, 30)
+    acc = np.log(lat) + resid  # bigger is better, plus what only a good ranker knows
+    good = tool.ranker_scores(resid, lat)
+    blind = tool.ranker_scores(rng.normal(0, 1, 30), lat)
+    res = tool.band_tau({k: np.stack([good[k], blind[k]]) for k in good}, acc, lat, band=0.1, n_boot=200)
+    assert res["pairs"] == 3 * 45  # only pairs inside a band
+    assert abs(res["latency"]["tau"]) < 0.35  # latency's order within +-3 % is noise
+    assert res["supernet"]["tau"] > 0.3 and res["supernet"]["minus_latency_ci"][0] > 0  # half the runs know
+    assert tool.band_tau({"latency": np.stack([lat])}, acc, lat * np.arange(1, 31), band=0.01) == {"pairs": 0}
 
 
 def test_arch_gradients_on_a_tiny_run(tiny_run, tmp_path):

@@ -10,8 +10,25 @@ one table) and its measured latency. ``--rank RUN...`` prints each finished run'
 test accuracy among the ground-truth networks within ``+-band`` of its predicted latency (ties
 count half) and how many networks that band holds.
 
+Retrained accuracy does not depend on the machine's latency table, so a ground truth can outlive
+the machine: ``--save FILE`` writes each network's architecture, retraining seed, test accuracy
+and the CPU it was trained on (no latency: that belongs to a machine), and ``--reuse FILE`` on
+another machine takes every network of the same sample, recipe and space from it instead of
+retraining, and predicts its latency with this machine's latency model. Networks the file lacks
+are retrained; ``--save`` again accumulates them.
+
+One retraining's test accuracy carries noise (about 0.2 points here) that caps how well any ranker
+can agree with it. ``--seeds 0,1`` retrains every network once per seed and takes the mean, and
+reports the pooled standard deviation of one retraining (the noise to put beside any tau); seeds
+already run, here or in a ``--reuse`` file, are not run again.
+
     python tools/ground_truth.py --out runs/gt -n 30 retrain.epochs=3
+    python tools/ground_truth.py --out runs/gt -n 30 --shard 1/2 retrain.epochs=3   # a second process
     python tools/ground_truth.py --out runs/gt --rank runs/study/seed0/hw0 runs/study/seed1/hw0
+    python tools/ground_truth.py --out runs/gt --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3
+    python tools/ground_truth.py --out runs/gt --reuse docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3
+    python tools/ground_truth.py --out runs/gt --reuse docs/data/ground_truth_fashion_mnist_e3.json --seeds 0,1 \
+        --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3    # add a second seed everywhere
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_search import run_fit  # noqa: E402
 
 from hwnas_darts.config import load_config  # noqa: E402
+from hwnas_darts.hardware.device import cpu_name  # noqa: E402
 from hwnas_darts.io import atomic_write_json  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
 from hwnas_darts.stats import band_percentile  # noqa: E402
@@ -38,22 +56,114 @@ _logger = logging.getLogger("ground_truth")
 #: every ground-truth run skips the start-of-run table check (it changes no accuracy or latency)
 BASE_OVERRIDES = ["hardware.check_archs=0"]
 KEYS = ("test_accuracy", "latency_ms", "latency_ms_predicted", "macs", "params", "arch", "seed", "retrain_seconds")
+#: what a saved ground truth keeps of each network (nothing that belongs to one machine's latency)
+SAVED_KEYS = ("arch", "seed", "test_accuracy", "macs", "params", "retrain_seconds", "trained_on")
+FORMAT = "hwnas_darts ground truth v1"
+
+
+def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[str]) -> dict[tuple[str, int], dict[str, Any]]:
+    """A saved ground truth's retrainings by (architecture, seed), checked against this study's space, sample and recipe."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--reuse {path}: cannot read it ({exc}); pass a file written by --save") from exc
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise SystemExit(f"--reuse {path}: not a saved ground truth (no format {FORMAT!r}); pass a file written by --save")
+    problems = [f"{what}: the file has {have!r}, this study {want!r}"
+                for what, have, want in (("space", saved.get("space_id"), space_id),
+                                         ("--sample-seed", saved.get("sample_seed"), sample_seed),
+                                         ("recipe overrides", saved.get("overrides"), list(overrides))) if have != want]
+    if problems:
+        raise SystemExit(f"--reuse {path} belongs to another study ({'; '.join(problems)}): run with the file's "
+                         f"settings or retrain without --reuse")
+    return {(n["arch"], int(n["seed"])): n for n in saved["retrainings"]}
+
+
+def save(path: Path, rows: Sequence[dict[str, Any]], space_id: str, sample_seed: int, overrides: Sequence[str],
+         cfg_path: str | None) -> None:
+    """Write the machine-independent part of a ground truth (see the module's doc) atomically: one
+    entry per retraining (a network retrained with two seeds has two)."""
+    entries = [{k: r.get(k) for k in SAVED_KEYS} for row in rows for r in row["retrainings"]]
+    atomic_write_json(path, {"format": FORMAT, "config": cfg_path or "default", "space_id": space_id,
+                             "sample_seed": sample_seed, "overrides": list(overrides), "retrainings": entries})
+
+
+def retrain_sd(rows: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
+    """Pooled standard deviation of one retraining's test accuracy over the networks retrained with
+    several seeds, and its degrees of freedom."""
+    ss, dof = 0.0, 0
+    for row in rows:
+        accs = [r["test_accuracy"] for r in row["retrainings"]]
+        if len(accs) > 1:
+            mean = sum(accs) / len(accs)
+            ss += sum((a - mean) ** 2 for a in accs)
+            dof += len(accs) - 1
+    return ((ss / dof) ** 0.5 if dof else None), dof
 
 
 def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: Sequence[str],
-          missing: list[str] | None = None) -> list[dict[str, Any]]:
+          missing: list[str] | None = None, shard: tuple[int, int] = (0, 1),
+          others: list[str] | None = None, reuse: Path | None = None,
+          seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Retrain ``n`` random networks (reusing finished runs); their metrics, in sampling order.
-    ``missing``: start nothing, list the unfinished runs there."""
+    ``missing``: start nothing, list the unfinished runs there. ``shard`` ``(i, k)``: retrain only the
+    networks whose index is ``i`` modulo ``k`` (``k`` processes share the work); the others are read
+    when finished and listed in ``others`` (``missing`` in report mode) when not. ``reuse``: a saved
+    ground truth whose retrainings are taken instead of run, their latency predicted here. ``seeds``:
+    the retraining seeds (default: the config's); a network counts when every seed has finished, its
+    test accuracy the mean over them."""
+    others = missing if missing is not None else (others if others is not None else [])
     cfg = load_config(cfg_path, list(overrides))
     space = SearchSpace.from_config(cfg)
+    seeds = list(seeds) if seeds else [cfg.seed]
+    saved = load_saved(reuse, space.space_id, sample_seed, overrides) if reuse is not None else {}
+    model = None
     rows = []
     for i, arch in enumerate(space.sample_unique(n, seed=sample_seed)):
-        run = out / f"net{i:02d}"
-        _logger.info("ground truth %d/%d: %s", i + 1, n, arch)
-        m = run_fit(run, cfg_path, [*BASE_OVERRIDES, *overrides], arch=arch.to_string(), missing=missing)
-        if m is not None:
-            rows.append({**{k: m.get(k) for k in KEYS}, "dir": str(run)})
+        text = arch.to_string()
+        mine = i % shard[1] == shard[0]
+        if mine:
+            _logger.info("ground truth %d/%d: %s", i + 1, n, arch)
+        done = []
+        for seed in seeds:
+            # the config's seed keeps the historical directory name, so earlier ground truths are reused
+            run = out / (f"net{i:02d}" if seed == cfg.seed else f"net{i:02d}_seed{seed}")
+            if (text, seed) in saved and not (run / "metrics.json").is_file():
+                if model is None:
+                    model = _latency_model(cfg, space)
+                done.append({**{k: saved[(text, seed)].get(k) for k in SAVED_KEYS}, "latency_ms": None,
+                             "latency_ms_predicted": model.predict(arch), "dir": str(reuse)})
+                continue
+            extra = [] if seed == cfg.seed else [f"seed={seed}"]
+            m = run_fit(run, cfg_path, [*BASE_OVERRIDES, *overrides, *extra], arch=text,
+                        missing=missing if mine else others)
+            if m is not None:
+                done.append({**{k: m.get(k) for k in KEYS}, "seed": m.get("seed", seed),
+                             "trained_on": m.get("trained_on") or _trained_on(run, m), "dir": str(run)})
+        if len(done) == len(seeds):
+            accs = [r["test_accuracy"] for r in done]
+            rows.append({**done[0], "test_accuracy": sum(accs) / len(accs), "test_accuracies": accs,
+                         "seeds": [r["seed"] for r in done], "retrainings": done})
     return rows
+
+
+def _latency_model(cfg, space: SearchSpace):
+    """This machine's latency model for the config's space (its table reused or built, as ``fit`` does)."""
+    from hwnas_darts.hardware.measure import MeasureSettings
+    from hwnas_darts.hardware.model import LatencyModel
+    from hwnas_darts.lut import obtain_table
+
+    table, source = obtain_table(cfg, space, MeasureSettings.from_config(cfg.hardware))
+    _logger.info("latency of reused networks predicted with %s", source)
+    return LatencyModel(table, space)
+
+
+def _trained_on(run: Path, metrics: dict[str, Any]) -> str:
+    """The CPU a ground-truth run trained on: recorded once beside its metrics (the run may be read on another machine)."""
+    path = run / "trained_on.txt"
+    if not path.is_file():
+        path.write_text(cpu_name() + "\n")
+    return path.read_text().strip()
 
 
 def rank(truth: Sequence[dict[str, Any]], metrics: dict[str, Any], band: float = 0.05) -> dict[str, Any]:
@@ -74,23 +184,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--band", type=float, default=0.05, help="relative latency band for --rank")
     ap.add_argument("--rank", nargs="*", default=[], metavar="RUN", help="finished runs to place among the ground truth")
     ap.add_argument("--report", action="store_true", help="start nothing: use the finished ground-truth runs")
+    ap.add_argument("--shard", default="0/1", metavar="I/K",
+                    help="retrain only networks I, I+K, I+2K, ... (run K processes with I = 0..K-1 to share the work)")
+    ap.add_argument("--seeds", help="retraining seeds, e.g. 0,1: each network retrained once per seed, its test "
+                    "accuracy the mean (less retraining noise; the spread between seeds is reported). Default: the config's seed")
+    ap.add_argument("--save", metavar="FILE", help="write the machine-independent ground truth (architectures, seeds, "
+                    "test accuracies, the CPU trained on) to FILE, e.g. under docs/data/ to commit it")
+    ap.add_argument("--reuse", metavar="FILE", help="a file written by --save: its networks are taken, not retrained")
     ap.add_argument("fit_overrides", nargs="*", help="the study's overrides for every run (e.g. retrain.epochs=3)")
     args = ap.parse_args(argv)
     if args.n < 1 or not 0 < args.band < 1:
         raise SystemExit("-n must be at least 1 and --band between 0 and 1 (a relative latency band, e.g. 0.05)")
+    try:
+        shard = tuple(int(v) for v in args.shard.split("/"))
+        if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--shard {args.shard!r}: expected I/K with 0 <= I < K, e.g. 0/2 and 1/2 for two processes")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     missing: list[str] | None = [] if args.report else None
-    truth = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, missing)
+    others: list[str] = []
+    try:
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise SystemExit(f"--seeds {args.seeds!r}: expected integers separated by commas, e.g. 0,1")
+    if any(o.startswith("seed=") for o in args.fit_overrides):
+        raise SystemExit("the retraining seed is this tool's: pass --seeds instead of a seed= override")
+    reuse = Path(args.reuse) if args.reuse else None
+    if reuse is not None and not reuse.is_file():
+        raise SystemExit(f"--reuse {reuse}: no such file (write one with --save on a machine that has the runs)")
+    truth = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, missing,
+                  shard, others, reuse, seeds)  # type: ignore[arg-type]
     if not truth:
         raise SystemExit(f"no finished ground-truth run under {out}")
+    sd, dof = retrain_sd(truth)
     atomic_write_json(out / "ground_truth.json", {"n": args.n, "sample_seed": args.sample_seed, "finished": len(truth),
+                                                   "seeds": seeds, "retrain_sd": sd, "retrain_sd_dof": dof,
                                                    "overrides": args.fit_overrides, "networks": truth,
-                                                   "missing": missing or []})
+                                                   "missing": (missing or []) + [o for o in others if o not in (missing or [])]})
+    if args.save:
+        space_id = SearchSpace.from_config(load_config(args.config, list(args.fit_overrides))).space_id
+        save(Path(args.save), truth, space_id, args.sample_seed, args.fit_overrides, args.config)
+        print(f"saved {len(truth)} networks to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
     print(f"ground truth: {len(truth)} of {args.n} networks retrained; test accuracy {accs[0]:.4f} .. {accs[-1]:.4f} "
-          f"(median {accs[len(accs) // 2]:.4f})")
+          f"(median {accs[len(accs) // 2]:.4f})" + (f"; one retraining's sd {sd:.4f} ({dof} degrees of freedom)" if sd else ""))
     for run in args.rank:
         p = Path(run) / "metrics.json"
         if not p.is_file():

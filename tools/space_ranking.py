@@ -6,9 +6,19 @@ checkpoint exactly as derive scores candidates (BatchNorm re-estimated on 10 bat
 the run's architecture-validation split). Rankers compared against the retrained test accuracy:
 
 * ``supernet``: the supernet accuracy;
+* ``supernet_loss``: the supernet's mean cross-entropy on the same images (lower ranks higher: a
+  finer-grained score than accuracy, which counts only the images that change class);
 * ``latency``: predicted latency alone ("bigger is better", the baseline to beat);
 * ``combined``: the mean of a network's rank by supernet accuracy and its rank by latency (no
-  fitted weight, so nothing is tuned on the data it is scored on).
+  fitted weight, so nothing is tuned on the data it is scored on); ``combined_loss`` the same with
+  the supernet's cross-entropy.
+
+Within latency bands: the same Kendall tau restricted to the pairs of networks whose predicted
+latencies are within ``--band`` of each other, where latency alone cannot tell them apart - what a
+ranker knows beyond latency, and what a search choosing among networks of one latency target needs.
+
+The ceiling beside them: the tau a ranker that knew every network's true accuracy would reach
+against one retraining whose noise has standard deviation ``--retrain-sd``.
 
 Per run and pooled over runs (each run's scores turned into ranks first), Kendall tau with a
 bootstrap interval over networks, and each ranker's tau minus latency's with the paired bootstrap
@@ -32,19 +42,24 @@ from scipy import stats as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from supernet_ranking import rescore  # noqa: E402
+from supernet_ranking import perfect_ranker_tau, rescore  # noqa: E402
 
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 _logger = logging.getLogger("space_ranking")
-RANKERS = ("supernet", "latency", "combined")
+RANKERS = ("supernet", "supernet_loss", "latency", "combined", "combined_loss")
 
 
-def ranker_scores(supernet_acc: Sequence[float], latency: Sequence[float]) -> dict[str, np.ndarray]:
+def ranker_scores(supernet_acc: Sequence[float], latency: Sequence[float],
+                  supernet_loss: Sequence[float] | None = None) -> dict[str, np.ndarray]:
     """Each ranker's score per network (higher = predicted more accurate), as within-run ranks."""
     s = st.rankdata(supernet_acc)
     lat = st.rankdata(latency)
-    return {"supernet": s, "latency": lat, "combined": (s + lat) / 2.0}
+    out = {"supernet": s, "latency": lat, "combined": (s + lat) / 2.0}
+    if supernet_loss is not None:
+        sl = st.rankdata(-np.asarray(supernet_loss, dtype=float))
+        out.update(supernet_loss=sl, combined_loss=(sl + lat) / 2.0)
+    return out
 
 
 def tau_table(scores: dict[str, np.ndarray], truth: np.ndarray, runs: int, n_boot: int = 2000,
@@ -74,11 +89,50 @@ def tau_table(scores: dict[str, np.ndarray], truth: np.ndarray, runs: int, n_boo
     return out
 
 
+def band_tau(scores: dict[str, np.ndarray], truth: np.ndarray, latency: np.ndarray, band: float, n_boot: int = 2000,
+             seed: int = 0) -> dict[str, Any]:
+    """Kendall tau over the pairs of networks within ``band`` of each other's latency, pooled over runs.
+    ``scores[k]``: shape (runs, n); ``truth``, ``latency``: shape (n,). Bootstrap over networks (a pair
+    of two copies of one network does not count); each ranker's difference to latency's, paired."""
+    runs, n = next(iter(scores.values())).shape
+
+    def taus(idx: np.ndarray) -> dict[str, float] | None:
+        lat, tru = latency[idx], truth[idx]
+        i, j = np.triu_indices(len(idx), 1)
+        keep = (np.abs(np.log(lat[i] / lat[j])) <= np.log1p(band)) & (idx[i] != idx[j]) & (tru[i] != tru[j])
+        if keep.sum() < 2:
+            return None
+        i, j = i[keep], j[keep]
+        t = np.sign(tru[i] - tru[j])
+        return {k: float((np.sign(v[:, idx][:, i] - v[:, idx][:, j]) * t).mean()) for k, v in scores.items()}
+
+    point = taus(np.arange(n))
+    if point is None:
+        return {"pairs": 0}
+    rng = np.random.default_rng(seed)
+    boots = [b for b in (taus(rng.integers(0, n, n)) for _ in range(n_boot)) if b is not None]
+    i, j = np.triu_indices(n, 1)
+    pairs = int(((np.abs(np.log(latency[i] / latency[j])) <= np.log1p(band)) & (truth[i] != truth[j])).sum())
+    out: dict[str, Any] = {"pairs": pairs, "band": band}
+    for k in scores:
+        b = np.array([x[k] for x in boots])
+        out[k] = {"tau": point[k], "ci": [float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975))]}
+        if k != "latency":
+            d = b - np.array([x["latency"] for x in boots])
+            out[k]["minus_latency"] = point[k] - point["latency"]
+            out[k]["minus_latency_ci"] = [float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="finished search runs (their last search checkpoint scores the networks)")
     ap.add_argument("--ground-truth", required=True, help="a tools/ground_truth.py output directory")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--band", type=float, default=0.1, help="relative latency band of the within-band tau")
+    ap.add_argument("--retrain-sd", type=float, default=None,
+                    help="standard deviation of one retraining's test accuracy (e.g. from a network retrained with "
+                         "several seeds): reports the tau a perfect ranker would reach against this noise")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
@@ -90,14 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     per_run, pooled_scores = [], {k: [] for k in RANKERS}
     for run in (Path(r) for r in args.runs):
         cache = out / f"{run.parent.name}-{run.name}.json"
-        if cache.is_file() and json.loads(cache.read_text())["archs"] == archs:
-            sup = json.loads(cache.read_text())["supernet_accuracy"]
+        saved = json.loads(cache.read_text()) if cache.is_file() else {}
+        if saved.get("archs") == archs and "supernet_loss" in saved:
+            sup, loss = saved["supernet_accuracy"], saved["supernet_loss"]
         else:
             _logger.info("scoring %d networks with %s", len(archs), run)
-            sup = rescore(run, archs, 10, 0)
-            atomic_write_json(cache, {"run": str(run), "archs": archs, "supernet_accuracy": sup})
-        scores = ranker_scores(sup, lat)
-        per_run.append({"run": str(run), "supernet_accuracy": sup,
+            loss = []
+            sup = rescore(run, archs, 10, 0, losses=loss)
+            atomic_write_json(cache, {"run": str(run), "archs": archs, "supernet_accuracy": sup, "supernet_loss": loss})
+        scores = ranker_scores(sup, lat, loss)
+        per_run.append({"run": str(run), "supernet_accuracy": sup, "supernet_loss": loss,
                         **{k: float(st.kendalltau(v, acc).statistic) for k, v in scores.items()}})
         for k in RANKERS:
             pooled_scores[k].append(scores[k])
@@ -105,14 +161,30 @@ def main(argv: list[str] | None = None) -> int:
                        len(args.runs))
     lines = [f"{len(archs)} ground-truth networks (retrained test accuracy {acc.min():.4f}-{acc.max():.4f}) ranked by "
              f"{len(args.runs)} search run(s); {len(archs) * len(args.runs)} (run, network) pairs pooled.", "",
-             "| run | tau supernet | tau latency | tau combined |", "|---|---|---|---|"]
-    lines += [f"| {r['run']} | {r['supernet']:+.3f} | {r['latency']:+.3f} | {r['combined']:+.3f} |" for r in per_run]
+             "| run | " + " | ".join(f"tau {k}" for k in RANKERS) + " |", "|---" * (len(RANKERS) + 1) + "|"]
+    lines += ["| " + " | ".join([r["run"], *(f"{r[k]:+.3f}" for k in RANKERS)]) + " |" for r in per_run]
     lines += ["", "| ranker (pooled) | Kendall tau | 95 % interval | minus latency's | 95 % interval |", "|---|---|---|---|---|"]
     for k, v in pooled.items():
         d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
              if "minus_latency" in v else "- | -")
         lines.append(f"| {k} | {v['kendall_tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
-    atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "archs": archs,
+    within = band_tau({k: np.stack(v) for k, v in pooled_scores.items()}, acc, np.asarray(lat, dtype=float), args.band)
+    if within["pairs"]:
+        lines += ["", f"Within +-{100 * args.band:.0f} % of latency ({within['pairs']} pairs of networks, pooled over the runs):", "",
+                  "| ranker | Kendall tau within band | 95 % interval | minus latency's | 95 % interval |", "|---|---|---|---|---|"]
+        for k in RANKERS:
+            v = within[k]
+            d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
+                 if "minus_latency" in v else "- | -")
+            lines.append(f"| {k} | {v['tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
+    ceiling = None
+    if args.retrain_sd is not None:
+        ceiling = perfect_ranker_tau(acc.tolist(), args.retrain_sd)
+        lines += ["", f"Noise ceiling: a ranker that knew every network's true accuracy would reach tau {ceiling:+.3f} "
+                      f"against one retraining of each (retraining sd {args.retrain_sd:.4f}, simulated)."]
+    atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "within_band": within,
+                                                   "archs": archs, "ceiling": ceiling,
+                                                   "retrain_sd": args.retrain_sd,
                                                    "test_accuracy": acc.tolist(), "latency_ms_predicted": lat})
     atomic_write_text(out / "space_ranking.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -34,9 +34,10 @@ from hwnas_darts.stats import kendall_tau_interval  # noqa: E402
 _logger = logging.getLogger("supernet_ranking")
 
 
-def rescore(run: Path, archs: list[str], bn_batches: int, finetune_steps: int) -> list[float]:
+def rescore(run: Path, archs: list[str], bn_batches: int, finetune_steps: int,
+            losses: list[float] | None = None) -> list[float]:
     """Supernet accuracy of each architecture under other evaluation settings (the run's last
-    search checkpoint, its own validation split)."""
+    search checkpoint, its own validation split); ``losses`` receives each one's mean cross-entropy."""
     from hwnas_darts.data import HwnasDataModule, make_loader
     from hwnas_darts.evaluate import evaluate_accuracy, finetune_subnet
     from hwnas_darts.search import SearchModule
@@ -56,8 +57,12 @@ def rescore(run: Path, archs: list[str], bn_batches: int, finetune_steps: int) -
         if finetune_steps:
             net = finetune_subnet(sn, arch, make_loader(dm.weight_dataset(), cfg.data.batch_size, True, cfg.seed + 7),
                                   finetune_steps, cfg.search.weight_lr)
+        per_image: list[float] = []
         out.append(evaluate_accuracy(net, arch, dm.archval_dataloader(), cfg.derive.eval_batches,
-                                     calib_loader=calib if bn_batches else None, calib_batches=bn_batches))
+                                     calib_loader=calib if bn_batches else None, calib_batches=bn_batches,
+                                     losses=per_image))
+        if losses is not None:
+            losses.append(sum(per_image) / max(len(per_image), 1))
     return out
 
 
