@@ -122,7 +122,7 @@ def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: 
     for i, arch in enumerate(space.sample_unique(n, seed=sample_seed)):
         text = arch.to_string()
         mine = i % shard[1] == shard[0]
-        if mine:
+        if mine and missing is None:
             _logger.info("ground truth %d/%d: %s", i + 1, n, arch)
         done = []
         for seed in seeds:

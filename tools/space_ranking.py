@@ -18,7 +18,9 @@ latencies are within ``--band`` of each other, where latency alone cannot tell t
 ranker knows beyond latency, and what a search choosing among networks of one latency target needs.
 
 The ceiling beside them: the tau a ranker that knew every network's true accuracy would reach
-against one retraining whose noise has standard deviation ``--retrain-sd``.
+against the ground truth's accuracies, whose noise is one retraining's standard deviation
+(``--retrain-sd``, or the one the ground truth measured with ``--seeds``) over the square root of
+the retrainings averaged per network.
 
 Per run and pooled over runs (each run's scores turned into ranks first), Kendall tau with a
 bootstrap interval over networks, and each ranker's tau minus latency's with the paired bootstrap
@@ -137,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    truth_nets = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
+    gt = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())
+    truth_nets = gt["networks"]
+    seeds_per_net = len(gt.get("seeds") or [None])
+    if args.retrain_sd is None and gt.get("retrain_sd"):
+        args.retrain_sd = gt["retrain_sd"]  # measured by the ground truth's own repeated retrainings
     archs = [t["arch"] for t in truth_nets]
     acc = np.array([t["test_accuracy"] for t in truth_nets])
     lat = [t["latency_ms_predicted"] for t in truth_nets]
@@ -179,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {k} | {v['tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
     ceiling = None
     if args.retrain_sd is not None:
-        ceiling = perfect_ranker_tau(acc.tolist(), args.retrain_sd)
+        # the ground truth's accuracies are means of seeds_per_net retrainings: their noise shrinks accordingly
+        ceiling = perfect_ranker_tau(acc.tolist(), args.retrain_sd / seeds_per_net ** 0.5)
         lines += ["", f"Noise ceiling: a ranker that knew every network's true accuracy would reach tau {ceiling:+.3f} "
-                      f"against one retraining of each (retraining sd {args.retrain_sd:.4f}, simulated)."]
+                      f"against these ground-truth accuracies (one retraining's sd {args.retrain_sd:.4f}, "
+                      f"{seeds_per_net} retraining(s) per network; simulated)."]
     atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "within_band": within,
                                                    "archs": archs, "ceiling": ceiling,
                                                    "retrain_sd": args.retrain_sd,
