@@ -59,6 +59,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
     assert "CUDA only" in search["bf16_contiguous"]["skipped"]
     fit = parts["fit"]["result"]
     assert fit["metrics"]["test_accuracy"] is not None and all(e["ok"] for e in fit["exports"])
+    assert fit["retrain_throughput"]["samples_per_s"] > 0 and 0 <= fit["retrain_throughput"]["data_share"] <= 1
     assert "two CUDA GPUs" in parts["ddp"]["result"]["skipped"]
     assert rep["total_seconds"] > 0  # recorded; how long it takes is a benchmark, not a test (the timeout bounds it)
 
@@ -78,6 +79,7 @@ def test_gpu_check_fmnist_part_dry_run(tmp_path):
     assert res["criteria"]["exports_verified"] and res["validation"]["n"] == 4
     assert (out / "fmnist" / "model.ts").is_file() and (out / "fmnist_validation.json").is_file()
     assert res["metrics"]["latency_ms"] > 0 and res["measured_over_predicted"] > 0
+    assert res["retrain_throughput"]["samples_per_s"] > 0
 
 
 def test_gpu_check_part_with_a_failed_mode_fails_and_keeps_the_rest(tmp_path, monkeypatch):

@@ -15,7 +15,8 @@ out of time records its error and the check goes on to the next):
 3. ``search``: time and memory per search iteration for each relaxation against the floor, in
    fp32/contiguous, bf16, channels-last and bf16 + channels-last (``tools/bench_search.py``).
 4. ``fit``: a short end-to-end ``fit`` on the CIFAR-10-shaped config with synthetic 32x32 images
-   (no network), with the table of part 2: search, derive, retrain, profile and the exports,
+   (no network), with the table of part 2: search, derive, retrain (its samples per second
+   recorded), profile and the exports,
    each reloaded in a fresh process and compared with the eager network.
    The fit times with CUDA graphs when part 2 built that table (the recommended GPU setting).
 5. ``ddp``: a 2-GPU DDP search when the machine has two GPUs (skipped, and said, otherwise).
@@ -238,7 +239,17 @@ def _run_fit(args, out: Path, extra: list[str], timeout: float, graphs: bool = F
                                                   "latency_check")}
     res["stages"] = {k: v.get("seconds") for k, v in state.get("stages", {}).items()}
     res["exports"] = state.get("stages", {}).get("export", {}).get("results")
+    res["retrain_throughput"] = retrain_throughput(state)
     return res
+
+
+def retrain_throughput(state: dict) -> dict:
+    """The retraining's samples per second (images through a training step, the loader's wait
+    included) and its data path's share of the time, as the retrain stage recorded them."""
+    stage = state.get("stages", {}).get("retrain", {})
+    data = stage.get("data_path") or {}
+    return {"samples_per_s": data.get("consumed_images_per_s"), "data_images_per_s": data.get("data_images_per_s"),
+            "data_share": data.get("data_share"), "epochs": stage.get("epochs"), "seconds": stage.get("seconds")}
 
 
 def part_fit(args, out: Path) -> dict:
@@ -298,7 +309,7 @@ def part_fmnist(args, out: Path) -> dict:
            "metrics": {k: metrics.get(k) for k in ("test_accuracy", "latency_ms", "latency_ms_predicted", "latency_ms_batch1",
                                                    "macs", "params", "device", "arch", "latency_check", "decision")},
            "stages": {k: v.get("seconds") for k, v in state.get("stages", {}).items()},
-           "exports": exports, "validation": {"n": val.get("n"), "learned": val.get("learned"),
+           "retrain_throughput": retrain_throughput(state), "exports": exports, "validation": {"n": val.get("n"), "learned": val.get("learned"),
                                                "repeatability": val.get("repeatability")}}
     res["criteria"] = {
         "test_accuracy_at_least_0.93": metrics["test_accuracy"] >= 0.93,
