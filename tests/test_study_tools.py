@@ -139,6 +139,11 @@ def test_ground_truth_several_seeds_average_and_measure_the_noise(tmp_path, monk
     assert [n["test_accuracy"] for n in res["networks"]] == pytest.approx([0.805, 0.805])
     assert res["retrain_sd"] == pytest.approx((2 * 2 * 0.005 ** 2 / 2) ** 0.5) and res["retrain_sd_dof"] == 2
     monkeypatch.setattr(tool, "_latency_model", lambda cfg, sp: type("M", (), {"predict": lambda self, a: 2.0})())
+    # a ground truth half-way through its second seed saves every finished retraining, not only whole networks
+    (gt / "net01_seed1" / "metrics.json").unlink()
+    assert tool.main(["--config", str(TINY), "--out", str(gt), "-n", "2", "--seeds", "0,1", "--report",
+                      "--save", str(tmp_path / "half.json")]) == 0
+    assert len(json.loads((tmp_path / "half.json").read_text())["retrainings"]) == 3
     started.clear()  # another machine: seed 0 comes from the file, seed 1 is run
     assert tool.main(["--config", str(TINY), "--out", str(tmp_path / "gt2"), "-n", "2", "--seeds", "0,1",
                       "--reuse", str(tmp_path / "s.json"), "--save", str(tmp_path / "s2.json")]) == 0

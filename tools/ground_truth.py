@@ -80,10 +80,11 @@ def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[
 
 
 def save(path: Path, rows: Sequence[dict[str, Any]], space_id: str, sample_seed: int, overrides: Sequence[str],
-         cfg_path: str | None) -> None:
+         cfg_path: str | None, partial: Sequence[dict[str, Any]] = ()) -> None:
     """Write the machine-independent part of a ground truth (see the module's doc) atomically: one
-    entry per retraining (a network retrained with two seeds has two)."""
-    entries = [{k: r.get(k) for k in SAVED_KEYS} for row in rows for r in row["retrainings"]]
+    entry per retraining (a network retrained with two seeds has two), those of networks still
+    missing a seed (``partial``) included."""
+    entries = [{k: r.get(k) for k in SAVED_KEYS} for r in [*(r for row in rows for r in row["retrainings"]), *partial]]
     atomic_write_json(path, {"format": FORMAT, "config": cfg_path or "default", "space_id": space_id,
                              "sample_seed": sample_seed, "overrides": list(overrides), "retrainings": entries})
 
@@ -104,14 +105,14 @@ def retrain_sd(rows: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
 def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: Sequence[str],
           missing: list[str] | None = None, shard: tuple[int, int] = (0, 1),
           others: list[str] | None = None, reuse: Path | None = None,
-          seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+          seeds: Sequence[int] | None = None, partial: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Retrain ``n`` random networks (reusing finished runs); their metrics, in sampling order.
     ``missing``: start nothing, list the unfinished runs there. ``shard`` ``(i, k)``: retrain only the
     networks whose index is ``i`` modulo ``k`` (``k`` processes share the work); the others are read
     when finished and listed in ``others`` (``missing`` in report mode) when not. ``reuse``: a saved
     ground truth whose retrainings are taken instead of run, their latency predicted here. ``seeds``:
     the retraining seeds (default: the config's); a network counts when every seed has finished, its
-    test accuracy the mean over them."""
+    test accuracy the mean over them; ``partial`` receives the finished retrainings of the others."""
     others = missing if missing is not None else (others if others is not None else [])
     cfg = load_config(cfg_path, list(overrides))
     space = SearchSpace.from_config(cfg)
@@ -144,6 +145,8 @@ def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: 
             accs = [r["test_accuracy"] for r in done]
             rows.append({**done[0], "test_accuracy": sum(accs) / len(accs), "test_accuracies": accs,
                          "seeds": [r["seed"] for r in done], "retrainings": done})
+        elif partial is not None:
+            partial.extend(done)
     return rows
 
 
@@ -215,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     reuse = Path(args.reuse) if args.reuse else None
     if reuse is not None and not reuse.is_file():
         raise SystemExit(f"--reuse {reuse}: no such file (write one with --save on a machine that has the runs)")
+    partial: list[dict[str, Any]] = []
     truth = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, missing,
-                  shard, others, reuse, seeds)  # type: ignore[arg-type]
+                  shard, others, reuse, seeds, partial)  # type: ignore[arg-type]
     if not truth:
         raise SystemExit(f"no finished ground-truth run under {out}")
     sd, dof = retrain_sd(truth)
@@ -226,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "missing": (missing or []) + [o for o in others if o not in (missing or [])]})
     if args.save:
         space_id = SearchSpace.from_config(load_config(args.config, list(args.fit_overrides))).space_id
-        save(Path(args.save), truth, space_id, args.sample_seed, args.fit_overrides, args.config)
-        print(f"saved {len(truth)} networks to {args.save}")
+        save(Path(args.save), truth, space_id, args.sample_seed, args.fit_overrides, args.config, partial)
+        print(f"saved {len(truth)} networks ({len(partial)} more retrainings of networks still missing a seed) to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
     print(f"ground truth: {len(truth)} of {args.n} networks retrained; test accuracy {accs[0]:.4f} .. {accs[-1]:.4f} "
           f"(median {accs[len(accs) // 2]:.4f})" + (f"; one retraining's sd {sd:.4f} ({dof} degrees of freedom)" if sd else ""))
