@@ -125,6 +125,9 @@ def score(cfg: ObjectiveConfig, targets: Targets, accuracy: float, latency: floa
     """``ACC * (LAT/LAT_t)^w * (I/I_t)^theta * (E/E_t)^gamma`` (``latency`` is MACs with cost=macs)."""
     if accuracy < 0:
         raise ValueError(f"accuracy must be >= 0, got {accuracy}")
+    if not latency > 0 or not targets.latency > 0:
+        raise ValueError(f"latency and its target must be positive, got {latency} and {targets.latency} "
+                         f"({'MACs' if targets.cost == 'macs' else 'ms'}); a latency model that predicts this needs refitting")
     ratio = latency / targets.latency
     s = accuracy * ratio ** latency_exponent(cfg, ratio)
     if cfg.intensity_weight:

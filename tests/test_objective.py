@@ -115,6 +115,30 @@ def test_score_formula():
     assert score(two, t, 0.9, 8.0, 1, 1) == pytest.approx(0.45)  # above: (8/4)^-1
     with pytest.raises(ValueError):
         score(cfg, t, -0.1, 1, 1, 1)
+    with pytest.raises(ValueError, match="must be positive"):  # (-1/4)^-0.5 would be complex
+        score(cfg, t, 0.9, -1.0, 1, 1)
+
+
+def test_a_learned_model_never_predicts_a_latency_at_or_below_zero(tiny_table, tiny_space, caplog):
+    """A calibration fitted on noisy measurements may carry a large negative intercept; its prediction
+    is floored at a share of the table sum, with a warning, so the score stays real (it raised
+    TypeError on a complex number on a busy machine)."""
+    import logging
+
+    from hwnas_darts.hardware.model import MIN_FRACTION_OF_TABLE_SUM, LatencyModel
+
+    arch = tiny_space.sample(seed=3)
+    good = LatencyModel(tiny_table, tiny_space)
+    assert good.predict(arch) > MIN_FRACTION_OF_TABLE_SUM * good.predict_raw(arch)  # a sane fit is untouched
+    cal = dict(tiny_table.calibration, intercept_ms=-10 * good.predict_raw(arch))
+    bad = LatencyModel(tiny_table, tiny_space, calibration=cal)
+    with caplog.at_level(logging.WARNING, logger="hwnas_darts.hardware.model"):
+        lat = bad.predict(arch)
+        bad.predict(tiny_space.sample(seed=4))
+    assert lat == pytest.approx(MIN_FRACTION_OF_TABLE_SUM * bad.predict_raw(arch))
+    assert sum("extrapolates badly" in r.getMessage() for r in caplog.records) == 1  # once per model
+    cfg = ObjectiveConfig(form="score", latency_weight=-0.3)
+    assert isinstance(score(cfg, Targets(latency=good.predict(arch), intensity=1, efficiency=1), 0.8, lat, 1, 1), float)
 
 
 def test_auto_targets(tiny_table, tiny_space):

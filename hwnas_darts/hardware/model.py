@@ -216,6 +216,10 @@ def measure_archs(space: SearchSpace, archs: Sequence[Arch], settings: MeasureSe
     return [t.median_ms for t in measure_arch_timings(space, archs, settings, table, progress)]
 
 
+#: the least a learned prediction may be, as a share of the network's plain table sum (see ``predict``)
+MIN_FRACTION_OF_TABLE_SUM = 0.25
+
+
 class LatencyModel:
     """Predicts a network's latency from the table (plus calibration); differentiable expectation.
 
@@ -242,6 +246,7 @@ class LatencyModel:
         self._coef = {str(k): float(v) for k, v in self.calibration.get("coef", {}).items()}
         self._rows = {str(k): float(v) for k, v in self.calibration.get("rows", {}).items()}
         self._intercept = float(self.calibration.get("intercept_ms", 0.0))
+        self._warned_floor = False
         # per-layer tensors for the differentiable expectation
         self._lat_cal: list[torch.Tensor] = []
         self._macs: list[torch.Tensor] = []
@@ -297,10 +302,25 @@ class LatencyModel:
         return float(sum(self.table.lookup(layer.key).latency_ms for layer in self.space.plan(arch)))
 
     def predict(self, arch: Arch) -> float:
-        """Predicted end-to-end latency of ``arch`` in milliseconds (calibrated when available)."""
+        """Predicted end-to-end latency of ``arch`` in milliseconds (calibrated when available).
+
+        A linear model fitted on noisy measurements (a busy machine, a tiny space) can extrapolate
+        to zero or below for the fastest networks; a latency cannot, and a ratio to the target
+        raised to a fractional power would turn complex. Such a prediction is floored at
+        :data:`MIN_FRACTION_OF_TABLE_SUM` of the plain table sum, with a warning that names the
+        network and the command that refits the model."""
         total = self._intercept
         for layer in self.space.plan(arch):
             total += self.layer_cost(layer.name, layer.op, layer.key, layer.role)
+        floor = MIN_FRACTION_OF_TABLE_SUM * self.predict_raw(arch)
+        if total < floor:
+            if not self._warned_floor:
+                _logger.warning("the learned latency model predicts %.3g ms for %s, below %.0f %% of its table sum "
+                                "(%.3g ms): the fit extrapolates badly here (measured on a busy machine?); using the floor. "
+                                "Rebuild the table on an idle machine: python -m hwnas_darts.lut build",
+                                total, arch.to_string(), 100 * MIN_FRACTION_OF_TABLE_SUM, floor / MIN_FRACTION_OF_TABLE_SUM)
+                self._warned_floor = True
+            total = floor
         return float(total)
 
     def counts(self, arch: Arch) -> dict[str, float]:
