@@ -235,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         save(Path(args.save), truth, space_id, args.sample_seed, args.fit_overrides, args.config, partial)
         print(f"saved {len(truth)} networks ({len(partial)} more retrainings of networks still missing a seed) to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
-    print(f"ground truth: {len(truth)} of {args.n} networks retrained; test accuracy {accs[0]:.4f} .. {accs[-1]:.4f} "
-          f"(median {accs[len(accs) // 2]:.4f})" + (f"; one retraining's sd {sd:.4f} ({dof} degrees of freedom)" if sd else ""))
+    reused = sum(1 for t in truth if reuse is not None and t["dir"] == str(reuse))
+    source = f" ({reused} of them read from {reuse}, not retrained here)" if reused else ""
+    noise = f"; one retraining's sd {sd:.4f} ({dof} degrees of freedom)" if sd else ""
+    print(f"ground truth: {len(truth)} of {args.n} networks retrained{source}; test accuracy {accs[0]:.4f} .. "
+          f"{accs[-1]:.4f} (median {accs[len(accs) // 2]:.4f}){noise}")
     for run in args.rank:
         p = Path(run) / "metrics.json"
         if not p.is_file():
