@@ -32,7 +32,7 @@ from .hardware.model import LatencyModel
 from .hardware.roofline import probe_roofline
 from .space.space import SearchSpace
 
-__all__ = ["obtain_table", "ensure_calibration", "main"]
+__all__ = ["obtain_table", "obtain_model", "ensure_calibration", "main"]
 
 _logger = logging.getLogger(__name__)
 
@@ -148,6 +148,14 @@ def obtain_table(cfg: Config, space: SearchSpace, settings: MeasureSettings,
         except OSError as exc:
             _logger.warning("could not cache the latency table at %s: %s", path, exc)
     return table, source
+
+
+def obtain_model(cfg: Config, space: SearchSpace) -> tuple[LatencyModel, LatencyTable, str]:
+    """This machine's latency model for the config's space, its table obtained as ``fit`` does
+    (:func:`obtain_table`: reused when one matches, else built and cached), and the table's source."""
+    table, source = obtain_table(cfg, space, MeasureSettings.from_config(cfg.hardware))
+    _logger.info("latency table: %s", source)
+    return LatencyModel(table, space), table, source
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_ground_truth_saved_and_reused_on_another_machine(tmp_path, monkeypatch)
         def predict(self, arch):
             return 1.0 + len(arch.to_string()) / 100
 
-    monkeypatch.setattr(tool, "_latency_model", lambda cfg, sp: Model())
+    monkeypatch.setattr(tool, "obtain_model", lambda cfg, sp: (Model(), None, "a stand-in"))
     second = tmp_path / "gt2"  # a new machine: no runs, only the file; -n 4 asks for one network more than it holds
     with pytest.raises(AssertionError, match="recomputed"):  # the fourth is retrained (here: refused by _no_fit)
         tool.main(["--config", str(TINY), "--out", str(second), "-n", "4", "--sample-seed", "5", "--reuse", str(saved),
@@ -138,7 +138,7 @@ def test_ground_truth_several_seeds_average_and_measure_the_noise(tmp_path, monk
     res = json.loads((gt / "ground_truth.json").read_text())
     assert [n["test_accuracy"] for n in res["networks"]] == pytest.approx([0.805, 0.805])
     assert res["retrain_sd"] == pytest.approx((2 * 2 * 0.005 ** 2 / 2) ** 0.5) and res["retrain_sd_dof"] == 2
-    monkeypatch.setattr(tool, "_latency_model", lambda cfg, sp: type("M", (), {"predict": lambda self, a: 2.0})())
+    monkeypatch.setattr(tool, "obtain_model", lambda cfg, sp: (type("M", (), {"predict": lambda self, a: 2.0})(), None, "a stand-in"))
     # a ground truth half-way through its second seed saves every finished retraining, not only whole networks
     (gt / "net01_seed1" / "metrics.json").unlink()
     assert tool.main(["--config", str(TINY), "--out", str(gt), "-n", "2", "--seeds", "0,1", "--report",

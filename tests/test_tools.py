@@ -163,8 +163,11 @@ def test_process_noise_on_a_synthetic_report(tmp_path, capsys):
 def _load_tool(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    # registered under a name of its own (dataclasses look their module up), apart from the tools'
+    # imports of one another (``from compare_search import run_fit``)
+    spec = importlib.util.spec_from_file_location(f"_tool_under_test_{name}", ROOT / "tools" / f"{name}.py")
     tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool
     spec.loader.exec_module(tool)
     return tool
 

@@ -48,7 +48,7 @@ from hwnas_darts.data import HwnasDataModule, cycle_batches, make_loader  # noqa
 from hwnas_darts.hardware.measure import MeasureSettings  # noqa: E402
 from hwnas_darts.hardware.model import LatencyModel, measure_arch_timings  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
-from hwnas_darts.lut import obtain_table  # noqa: E402
+from hwnas_darts.lut import obtain_model  # noqa: E402
 from hwnas_darts.network import build_network  # noqa: E402
 from hwnas_darts.plots import hypervolume, pareto_front  # noqa: E402
 from hwnas_darts.space import Arch, SearchSpace  # noqa: E402
@@ -504,9 +504,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, base)
     space = SearchSpace.from_config(cfg)
     settings = MeasureSettings.from_config(cfg.hardware)
-    table, source = obtain_table(cfg, space, settings)  # every run reuses this (cached) table
-    _logger.info("latency table: %s", source)
-    model = LatencyModel(table, space)
+    model, table, _ = obtain_model(cfg, space)  # every run reuses this (cached) table
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")]
         missing: list[str] | None = [] if args.report else None

@@ -38,6 +38,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,6 +49,7 @@ from compare_search import run_fit  # noqa: E402
 from hwnas_darts.config import load_config  # noqa: E402
 from hwnas_darts.hardware.device import cpu_name  # noqa: E402
 from hwnas_darts.io import atomic_write_json  # noqa: E402
+from hwnas_darts.lut import obtain_model  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
 from hwnas_darts.stats import band_percentile  # noqa: E402
 
@@ -104,28 +106,34 @@ def retrain_sd(rows: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
     return ((ss / dof) ** 0.5 if dof else None), dof
 
 
-def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: Sequence[str],
-          missing: list[str] | None = None, shard: tuple[int, int] = (0, 1),
-          others: list[str] | None = None, reuse: Path | None = None,
-          seeds: Sequence[int] | None = None, partial: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Retrain ``n`` random networks (reusing finished runs); their metrics, in sampling order.
-    ``missing``: start nothing, list the unfinished runs there. ``shard`` ``(i, k)``: retrain only the
-    networks whose index is ``i`` modulo ``k`` (``k`` processes share the work); the others are read
-    when finished and listed in ``others`` (``missing`` in report mode) when not. ``reuse``: a saved
-    ground truth whose retrainings are taken instead of run, their latency predicted here. ``seeds``:
-    the retraining seeds (default: the config's); a network counts when every seed has finished, its
-    test accuracy the mean over them; ``partial`` receives the finished retrainings of the others."""
-    others = missing if missing is not None else (others if others is not None else [])
+@dataclass
+class GroundTruth:
+    """What :func:`build` found: the finished networks (sampling order), the finished retrainings of
+    networks still missing a seed, the unfinished runs it did not start, and the space's id."""
+
+    rows: list[dict[str, Any]]
+    partial: list[dict[str, Any]]
+    missing: list[str]
+    space_id: str
+
+
+def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: Sequence[str], report: bool = False,
+          shard: tuple[int, int] = (0, 1), reuse: Path | None = None, seeds: Sequence[int] | None = None) -> GroundTruth:
+    """Retrain ``n`` random networks (reusing finished runs). ``report``: start nothing. ``shard``
+    ``(i, k)``: retrain only the networks whose index is ``i`` modulo ``k`` (``k`` processes share the
+    work); the others are read when finished. ``reuse``: a saved ground truth whose retrainings are
+    taken instead of run, their latency predicted here. ``seeds``: the retraining seeds (default: the
+    config's); a network counts when every seed has finished, its test accuracy the mean over them."""
     cfg = load_config(cfg_path, list(overrides))
     space = SearchSpace.from_config(cfg)
     seeds = list(seeds) if seeds else [cfg.seed]
     saved = load_saved(reuse, space.space_id, sample_seed, overrides) if reuse is not None else {}
     model = None
-    rows = []
+    truth = GroundTruth([], [], [], space.space_id)
     for i, arch in enumerate(space.sample_unique(n, seed=sample_seed)):
         text = arch.to_string()
-        mine = i % shard[1] == shard[0]
-        if mine and missing is None:
+        start = not report and i % shard[1] == shard[0]
+        if start:
             _logger.info("ground truth %d/%d: %s", i + 1, n, arch)
         done = []
         for seed in seeds:
@@ -133,37 +141,26 @@ def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: 
             run = out / (f"net{i:02d}" if seed == cfg.seed else f"net{i:02d}_seed{seed}")
             if (text, seed) in saved and not (run / "metrics.json").is_file():
                 if model is None:
-                    model = _latency_model(cfg, space)
+                    model, _, _ = obtain_model(cfg, space)
                 done.append({**{k: saved[(text, seed)].get(k) for k in SAVED_KEYS}, "latency_ms": None,
                              "latency_ms_predicted": model.predict(arch), "dir": str(reuse)})
                 continue
             extra = [] if seed == cfg.seed else [f"seed={seed}"]
             m = run_fit(run, cfg_path, [*BASE_OVERRIDES, *overrides, *extra], arch=text,
-                        missing=missing if mine else others)
+                        missing=None if start else truth.missing)
             if m is not None:
                 done.append({**{k: m.get(k) for k in KEYS}, "seed": m.get("seed", seed),
-                             "trained_on": m.get("trained_on") or _trained_on(run, m), "dir": str(run)})
+                             "trained_on": m.get("trained_on") or _trained_on(run), "dir": str(run)})
         if len(done) == len(seeds):
             accs = [r["test_accuracy"] for r in done]
-            rows.append({**done[0], "test_accuracy": sum(accs) / len(accs), "test_accuracies": accs,
-                         "seeds": [r["seed"] for r in done], "retrainings": done})
-        elif partial is not None:
-            partial.extend(done)
-    return rows
+            truth.rows.append({**done[0], "test_accuracy": sum(accs) / len(accs), "test_accuracies": accs,
+                               "seeds": [r["seed"] for r in done], "retrainings": done})
+        else:
+            truth.partial.extend(done)
+    return truth
 
 
-def _latency_model(cfg, space: SearchSpace):
-    """This machine's latency model for the config's space (its table reused or built, as ``fit`` does)."""
-    from hwnas_darts.hardware.measure import MeasureSettings
-    from hwnas_darts.hardware.model import LatencyModel
-    from hwnas_darts.lut import obtain_table
-
-    table, source = obtain_table(cfg, space, MeasureSettings.from_config(cfg.hardware))
-    _logger.info("latency of reused networks predicted with %s", source)
-    return LatencyModel(table, space)
-
-
-def _trained_on(run: Path, metrics: dict[str, Any]) -> str:
+def _trained_on(run: Path) -> str:
     """The CPU a ground-truth run trained on: recorded once beside its metrics (the run may be read on another machine)."""
     path = run / "trained_on.txt"
     if not path.is_file():
@@ -209,8 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    missing: list[str] | None = [] if args.report else None
-    others: list[str] = []
     try:
         seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
     except ValueError:
@@ -220,20 +215,18 @@ def main(argv: list[str] | None = None) -> int:
     reuse = Path(args.reuse) if args.reuse else None
     if reuse is not None and not reuse.is_file():
         raise SystemExit(f"--reuse {reuse}: no such file (write one with --save on a machine that has the runs)")
-    partial: list[dict[str, Any]] = []
-    truth = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, missing,
-                  shard, others, reuse, seeds, partial)  # type: ignore[arg-type]
+    gt = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, args.report, shard, reuse, seeds)
+    truth = gt.rows
     if not truth:
         raise SystemExit(f"no finished ground-truth run under {out}")
     sd, dof = retrain_sd(truth)
     atomic_write_json(out / "ground_truth.json", {"n": args.n, "sample_seed": args.sample_seed, "finished": len(truth),
                                                    "seeds": seeds, "retrain_sd": sd, "retrain_sd_dof": dof,
                                                    "overrides": args.fit_overrides, "networks": truth,
-                                                   "missing": (missing or []) + [o for o in others if o not in (missing or [])]})
+                                                   "missing": gt.missing})
     if args.save:
-        space_id = SearchSpace.from_config(load_config(args.config, list(args.fit_overrides))).space_id
-        save(Path(args.save), truth, space_id, args.sample_seed, args.fit_overrides, args.config, partial)
-        print(f"saved {len(truth)} networks ({len(partial)} more retrainings of networks still missing a seed) to {args.save}")
+        save(Path(args.save), truth, gt.space_id, args.sample_seed, args.fit_overrides, args.config, gt.partial)
+        print(f"saved {len(truth)} networks ({len(gt.partial)} more retrainings of networks still missing a seed) to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
     reused = sum(1 for t in truth if reuse is not None and t["dir"] == str(reuse))
     source = f" ({reused} of them read from {reuse}, not retrained here)" if reused else ""

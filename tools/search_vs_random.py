@@ -45,10 +45,9 @@ from compare_search import run_fit, short_train_accuracy  # noqa: E402
 from ground_truth import rank  # noqa: E402
 
 from hwnas_darts.config import load_config  # noqa: E402
-from hwnas_darts.hardware.measure import MeasureSettings  # noqa: E402
 from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
-from hwnas_darts.lut import obtain_table  # noqa: E402
+from hwnas_darts.lut import obtain_model  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
 from hwnas_darts.stats import paired_interval  # noqa: E402
 
@@ -205,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     base = list(args.fit_overrides)
     cfg = load_config(args.config, base)
     space = SearchSpace.from_config(cfg)
-    table, source = obtain_table(cfg, space, MeasureSettings.from_config(cfg.hardware))
-    _logger.info("latency table: %s", source)
-    model = LatencyModel(table, space)
+    model, table, _ = obtain_model(cfg, space)
     truth = None
     if args.ground_truth:
         truth = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
