@@ -238,6 +238,26 @@ def test_space_ranking_within_latency_bands():
     assert tool.band_tau({"latency": np.stack([lat])}, acc, lat * np.arange(1, 31), band=0.01) == {"pairs": 0}
 
 
+def test_space_ranking_tells_shared_bias_from_noise():
+    """Runs that share a bias agree with each other and not with the ground truth, and averaging them
+    does not help; runs that are noisy copies of the truth agree less, and their mean rank ranks better
+    than any one of them."""
+    tool = _load_tool("space_ranking")
+    rng = np.random.default_rng(2)
+    acc = rng.normal(0.9, 0.005, 40)
+    lat = rng.uniform(3, 8, 40)
+    bias = rng.normal(0, 1, 40)  # what every biased supernet measures instead of accuracy
+    biased = [tool.ranker_scores(bias + rng.normal(0, 0.1, 40), lat) for _ in range(4)]
+    noisy = [tool.ranker_scores(acc / 0.005 + rng.normal(0, 1.5, 40), lat) for _ in range(4)]
+    b = tool.agreement(biased, acc, lat, n_boot=200)["supernet"]
+    n = tool.agreement(noisy, acc, lat, n_boot=200)["supernet"]
+    assert len(b["between_runs"]) == 6 and b["between_runs_mean"] > 0.8 and abs(b["ensemble"]["kendall_tau"]) < 0.3
+    single = [float(tool.st.kendalltau(r["supernet"], acc).statistic) for r in noisy]
+    assert n["between_runs_mean"] < 0.7 and n["ensemble"]["kendall_tau"] > max(single)
+    assert "supernet_loss" not in n  # no loss was scored
+    assert n["ensemble_with_latency"]["minus_latency_ci"][0] > 0  # latency (unrelated here) ranks at chance
+
+
 def test_arch_gradients_on_a_tiny_run(tiny_run, tmp_path):
     run, _ = tiny_run
     tool = _load_tool("arch_gradients")

@@ -22,6 +22,10 @@ against the ground truth's accuracies, whose noise is one retraining's standard 
 (``--retrain-sd``, or the one the ground truth measured with ``--seeds``) over the square root of
 the retrainings averaged per network.
 
+Between runs: how well the runs' rankings agree with one another, against how well they agree with
+the ground truth (noise that more runs would average away, or a bias they share), and the runs'
+mean rank as one ranker.
+
 Per run and pooled over runs (each run's scores turned into ranks first), Kendall tau with a
 bootstrap interval over networks, and each ranker's tau minus latency's with the paired bootstrap
 interval of the difference (networks resampled, every ranker on the same resample).
@@ -126,6 +130,31 @@ def band_tau(scores: dict[str, np.ndarray], truth: np.ndarray, latency: np.ndarr
     return out
 
 
+def agreement(per_run: Sequence[dict[str, np.ndarray]], truth: np.ndarray, latency: Sequence[float],
+              n_boot: int = 2000) -> dict[str, Any]:
+    """What separates the supernets from the ground truth: noise or bias.
+
+    ``between_runs``: Kendall tau between every two runs' rankings of the same networks (each run has
+    its own seed, weights and validation split, so this is what the supernet ranking repeats to);
+    ``ensemble``: the tau against the ground truth of the runs' mean rank (what averaging away that
+    noise buys, at the cost of every run), alone and with latency. When the runs agree with each other
+    far better than with the ground truth, the gap is the supernet's bias (what weight sharing
+    measures is not what standalone training gives), which more runs or more images do not remove."""
+    out: dict[str, Any] = {"runs": len(per_run)}
+    lat = st.rankdata(latency)
+    for k in ("supernet", "supernet_loss"):
+        if any(k not in r for r in per_run):
+            continue
+        pairs = [float(st.kendalltau(a[k], b[k]).statistic)
+                 for i, a in enumerate(per_run) for b in per_run[i + 1:]]
+        mean_rank = np.mean([r[k] for r in per_run], axis=0)
+        ens = tau_table({"latency": lat, "ensemble": mean_rank, "ensemble_with_latency": (st.rankdata(mean_rank) + lat) / 2},
+                        truth, 1, n_boot)
+        out[k] = {"between_runs": pairs, "between_runs_mean": float(np.mean(pairs)) if pairs else None,
+                  "ensemble": ens["ensemble"], "ensemble_with_latency": ens["ensemble_with_latency"]}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="finished search runs (their last search checkpoint scores the networks)")
@@ -183,6 +212,18 @@ def main(argv: list[str] | None = None) -> int:
             d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
                  if "minus_latency" in v else "- | -")
             lines.append(f"| {k} | {v['tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
+    agree = agreement([{k: v[i] for k, v in pooled_scores.items()} for i in range(len(args.runs))], acc, lat)
+    if len(args.runs) > 1:
+        lines += ["", f"Agreement between the {len(args.runs)} runs, and their mean rank as one ranker:", "",
+                  "| score | tau between two runs (each pair) | mean | runs' mean rank vs ground truth [95 %] | "
+                  "with latency [95 %] | minus latency's [95 %] |", "|---|---|---|---|---|---|"]
+        for k in ("supernet", "supernet_loss"):
+            if k in agree:
+                a, e, w = agree[k], agree[k]["ensemble"], agree[k]["ensemble_with_latency"]
+                lines.append(f"| {k} | {', '.join(f'{t:+.2f}' for t in a['between_runs'])} | {a['between_runs_mean']:+.3f} | "
+                             f"{e['kendall_tau']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] | "
+                             f"{w['kendall_tau']:+.3f} [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}] | "
+                             f"{w['minus_latency']:+.3f} [{w['minus_latency_ci'][0]:+.2f}, {w['minus_latency_ci'][1]:+.2f}] |")
     ceiling = None
     if args.retrain_sd is not None:
         # the ground truth's accuracies are means of seeds_per_net retrainings: their noise shrinks accordingly
@@ -191,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"against these ground-truth accuracies (one retraining's sd {args.retrain_sd:.4f}, "
                       f"{seeds_per_net} retraining(s) per network; simulated)."]
     atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "within_band": within,
-                                                   "archs": archs, "ceiling": ceiling,
+                                                   "agreement": agree, "archs": archs, "ceiling": ceiling,
                                                    "retrain_sd": args.retrain_sd,
                                                    "test_accuracy": acc.tolist(), "latency_ms_predicted": lat})
     atomic_write_text(out / "space_ranking.md", "\n".join(lines) + "\n")
