@@ -258,6 +258,33 @@ def test_space_ranking_tells_shared_bias_from_noise():
     assert n["ensemble_with_latency"]["minus_latency_ci"][0] > 0  # latency (unrelated here) ranks at chance
 
 
+def test_space_ranking_with_random_searchs_proxy_on_a_tiny_run(tiny_run, tmp_path, monkeypatch):
+    """The whole tool on a real (tiny) run: the supernet scores the ground-truth networks, --short-train
+    trains each from scratch as random search does, and a second call reads both from its caches."""
+    run, _ = tiny_run
+    tool = _load_tool("space_ranking")
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    nets = [{"arch": a, "test_accuracy": 0.80 + 0.01 * i, "latency_ms_predicted": 1.0 + 0.1 * ((i * 3) % 5)}
+            for i, a in enumerate(ARCHS)]
+    (gt / "ground_truth.json").write_text(json.dumps({"networks": nets, "seeds": [0]}))
+    argv = [str(run), "--ground-truth", str(gt), "--out", str(tmp_path / "sr"), "--short-train", "3"]
+    assert tool.main(argv) == 0
+    res = json.loads((tmp_path / "sr" / "space_ranking.json").read_text())
+    assert {"short_train", "short_train_latency", "supernet_loss"} <= set(res["pooled"])
+    cache = json.loads(next((tmp_path / "sr").glob("short_train_3-*.json")).read_text())
+    assert set(cache["accuracy"]) == set(ARCHS) and all(0 <= v <= 1 for v in cache["accuracy"].values())
+
+    def no_training(*a, **k):
+        raise AssertionError("retrained a cached network")
+
+    monkeypatch.setattr(sys.modules["compare_search"], "short_train_accuracy", no_training)
+    assert tool.main(argv) == 0
+    assert json.loads((tmp_path / "sr" / "space_ranking.json").read_text())["pooled"] == res["pooled"]
+    with pytest.raises(SystemExit, match="--short-train"):
+        tool.main([*argv[:-1], "-2"])
+
+
 def test_arch_gradients_on_a_tiny_run(tiny_run, tmp_path):
     run, _ = tiny_run
     tool = _load_tool("arch_gradients")

@@ -11,7 +11,11 @@ the run's architecture-validation split). Rankers compared against the retrained
 * ``latency``: predicted latency alone ("bigger is better", the baseline to beat);
 * ``combined``: the mean of a network's rank by supernet accuracy and its rank by latency (no
   fitted weight, so nothing is tuned on the data it is scored on); ``combined_loss`` the same with
-  the supernet's cross-entropy.
+  the supernet's cross-entropy;
+* ``short_train`` (``--short-train STEPS``): random search's own ranker - each network trained from
+  scratch for STEPS SGD steps and scored on the validation split, as ``search_vs_random`` does -
+  and ``short_train_latency``, its mean rank with latency's. What the supernet must beat for a
+  search of equal cost to beat random search.
 
 Within latency bands: the same Kendall tau restricted to the pairs of networks whose predicted
 latencies are within ``--band`` of each other, where latency alone cannot tell them apart - what a
@@ -155,6 +159,35 @@ def agreement(per_run: Sequence[dict[str, np.ndarray]], truth: np.ndarray, laten
     return out
 
 
+def short_train_scores(run: Path, archs: Sequence[str], steps: int, cache: Path) -> list[float]:
+    """Random search's own ranker on the same networks: each trained from scratch for ``steps`` SGD
+    steps on ``run``'s weight split and scored on its validation split (``search_vs_random``'s proxy,
+    :func:`compare_search.short_train_accuracy`), cached in ``cache`` network by network."""
+    from compare_search import short_train_accuracy
+
+    from hwnas_darts.config import load_config
+    from hwnas_darts.data import HwnasDataModule
+    from hwnas_darts.space import Arch, SearchSpace
+
+    done = json.loads(cache.read_text()) if cache.is_file() else {}
+    if done.get("steps") != steps or done.get("run") != str(run):
+        done = {"steps": steps, "run": str(run), "accuracy": {}}
+    cfg = load_config(run / "config.yaml")
+    space = SearchSpace.from_config(cfg)
+    dm = None
+    for i, text in enumerate(archs):
+        if text in done["accuracy"]:
+            continue
+        if dm is None:
+            dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
+            dm.setup()
+        done["accuracy"][text] = short_train_accuracy(space, Arch.from_string(text), dm, steps, cfg.seed)
+        _logger.info("short training %d/%d (%d steps): %s val acc %.4f", i + 1, len(archs), steps, text,
+                     done["accuracy"][text])
+        atomic_write_json(cache, done)
+    return [done["accuracy"][t] for t in archs]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="finished search runs (their last search checkpoint scores the networks)")
@@ -164,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-sd", type=float, default=None,
                     help="standard deviation of one retraining's test accuracy (e.g. from a network retrained with "
                          "several seeds): reports the tau a perfect ranker would reach against this noise")
+    ap.add_argument("--short-train", type=int, default=0, metavar="STEPS",
+                    help="also rank by random search's proxy: each network trained from scratch for STEPS SGD steps "
+                         "(search_vs_random uses 300) on the first run's weight split, scored on its validation split")
     args = ap.parse_args(argv)
+    if args.short_train < 0:
+        raise SystemExit(f"--short-train {args.short_train}: give a number of SGD steps (300 is random search's), or 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     archs = [t["arch"] for t in truth_nets]
     acc = np.array([t["test_accuracy"] for t in truth_nets])
     lat = [t["latency_ms_predicted"] for t in truth_nets]
-    per_run, pooled_scores = [], {k: [] for k in RANKERS}
+    rankers = list(RANKERS)
+    short = None
+    if args.short_train:
+        first = Path(args.runs[0])
+        short = st.rankdata(short_train_scores(first, archs, args.short_train,
+                                               out / f"short_train_{args.short_train}-{first.parent.name}-{first.name}.json"))
+        rankers += ["short_train", "short_train_latency"]
+    per_run, pooled_scores = [], {k: [] for k in rankers}
     for run in (Path(r) for r in args.runs):
         cache = out / f"{run.parent.name}-{run.name}.json"
         saved = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -188,16 +233,18 @@ def main(argv: list[str] | None = None) -> int:
             sup = rescore(run, archs, 10, 0, losses=loss)
             atomic_write_json(cache, {"run": str(run), "archs": archs, "supernet_accuracy": sup, "supernet_loss": loss})
         scores = ranker_scores(sup, lat, loss)
+        if short is not None:  # one ranking, the same beside every run
+            scores.update(short_train=short, short_train_latency=(short + scores["latency"]) / 2.0)
         per_run.append({"run": str(run), "supernet_accuracy": sup, "supernet_loss": loss,
                         **{k: float(st.kendalltau(v, acc).statistic) for k, v in scores.items()}})
-        for k in RANKERS:
+        for k in rankers:
             pooled_scores[k].append(scores[k])
     pooled = tau_table({k: np.concatenate(v) for k, v in pooled_scores.items()}, np.tile(acc, len(args.runs)),
                        len(args.runs))
     lines = [f"{len(archs)} ground-truth networks (retrained test accuracy {acc.min():.4f}-{acc.max():.4f}) ranked by "
              f"{len(args.runs)} search run(s); {len(archs) * len(args.runs)} (run, network) pairs pooled.", "",
-             "| run | " + " | ".join(f"tau {k}" for k in RANKERS) + " |", "|---" * (len(RANKERS) + 1) + "|"]
-    lines += ["| " + " | ".join([r["run"], *(f"{r[k]:+.3f}" for k in RANKERS)]) + " |" for r in per_run]
+             "| run | " + " | ".join(f"tau {k}" for k in rankers) + " |", "|---" * (len(rankers) + 1) + "|"]
+    lines += ["| " + " | ".join([r["run"], *(f"{r[k]:+.3f}" for k in rankers)]) + " |" for r in per_run]
     lines += ["", "| ranker (pooled) | Kendall tau | 95 % interval | minus latency's | 95 % interval |", "|---|---|---|---|---|"]
     for k, v in pooled.items():
         d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
@@ -207,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if within["pairs"]:
         lines += ["", f"Within +-{100 * args.band:.0f} % of latency ({within['pairs']} pairs of networks, pooled over the runs):", "",
                   "| ranker | Kendall tau within band | 95 % interval | minus latency's | 95 % interval |", "|---|---|---|---|---|"]
-        for k in RANKERS:
+        for k in rankers:
             v = within[k]
             d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
                  if "minus_latency" in v else "- | -")
