@@ -272,6 +272,7 @@ def test_space_ranking_with_random_searchs_proxy_on_a_tiny_run(tiny_run, tmp_pat
     assert tool.main(argv) == 0
     res = json.loads((tmp_path / "sr" / "space_ranking.json").read_text())
     assert {"short_train", "short_train_latency", "supernet_loss"} <= set(res["pooled"])
+    assert len(res["runs"][0]["supernet_mean_loss"]) == len(ARCHS) and -1 <= res["runs"][0]["supernet_loss"] <= 1
     cache = json.loads(next((tmp_path / "sr").glob("short_train_3-*.json")).read_text())
     assert set(cache["accuracy"]) == set(ARCHS) and all(0 <= v <= 1 for v in cache["accuracy"].values())
 

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = ranker_scores(sup, lat, loss)
         if short is not None:  # one ranking, the same beside every run
             scores.update(short_train=short, short_train_latency=(short + scores["latency"]) / 2.0)
-        per_run.append({"run": str(run), "supernet_accuracy": sup, "supernet_loss": loss,
+        per_run.append({"run": str(run), "supernet_accuracy": sup, "supernet_mean_loss": loss,  # (the taus use the rankers' names)
                         **{k: float(st.kendalltau(v, acc).statistic) for k, v in scores.items()}})
         for k in rankers:
             pooled_scores[k].append(scores[k])
