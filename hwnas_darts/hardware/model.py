@@ -309,10 +309,11 @@ class LatencyModel:
         raised to a fractional power would turn complex. Such a prediction is floored at
         :data:`MIN_FRACTION_OF_TABLE_SUM` of the plain table sum, with a warning that names the
         network and the command that refits the model."""
-        total = self._intercept
-        for layer in self.space.plan(arch):
+        total, raw = self._intercept, 0.0
+        for layer in self.space.plan(arch):  # one pass: the calibrated cost and the plain table sum
             total += self.layer_cost(layer.name, layer.op, layer.key, layer.role)
-        floor = MIN_FRACTION_OF_TABLE_SUM * self.predict_raw(arch)
+            raw += self.table.lookup(layer.key).latency_ms
+        floor = MIN_FRACTION_OF_TABLE_SUM * raw
         if total < floor:
             if not self._warned_floor:
                 _logger.warning("the learned latency model predicts %.3g ms for %s, below %.0f %% of its table sum "
