@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             d = (f"{v['minus_latency']:+.3f} | [{v['minus_latency_ci'][0]:+.3f}, {v['minus_latency_ci'][1]:+.3f}]"
                  if "minus_latency" in v else "- | -")
             lines.append(f"| {k} | {v['tau']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] | {d} |")
-    agree = agreement([{k: v[i] for k, v in pooled_scores.items()} for i in range(len(args.runs))], acc, lat)
+    agree = None  # one run agrees with nothing: no bootstrap for it
     if len(args.runs) > 1:
+        agree = agreement([{k: v[i] for k, v in pooled_scores.items()} for i in range(len(args.runs))], acc, lat)
         lines += ["", f"Agreement between the {len(args.runs)} runs, and their mean rank as one ranker:", "",
                   "| score | tau between two runs (each pair) | mean | runs' mean rank vs ground truth [95 %] | "
                   "with latency [95 %] | minus latency's [95 %] |", "|---|---|---|---|---|---|"]
