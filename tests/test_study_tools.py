@@ -303,3 +303,48 @@ def test_arch_gradients_on_a_tiny_run(tiny_run, tmp_path):
 
     s = tool.summarize([[torch.tensor(x[0])] for x in samples], ["l"])["l"]
     assert s["signal"] == pytest.approx(8 ** 0.5) and s["noise"] == pytest.approx(2.0)
+
+
+def test_outcome_power_fits_the_space_and_sizes_the_effect():
+    """The space fit recovers a known line and residual spread (less the means' noise); a better proxy
+    needs less noise; power grows with the search's quality and the seeds, and random search forfeits
+    when no network lies under the target."""
+    tool = _load_tool("outcome_power")
+    rng = np.random.default_rng(0)
+    lat = rng.uniform(5.0, 20.0, 4000)
+    acc = 0.88 + 0.01 * np.log(lat) + rng.normal(0.0, 0.003, lat.size) + rng.normal(0.0, 0.002 / np.sqrt(2), lat.size)
+    fit = tool.fit_space(lat, acc, retrain_sd=0.002, n_seeds=2)
+    assert fit.b == pytest.approx(0.01, abs=5e-4) and fit.a == pytest.approx(0.88, abs=2e-3)
+    assert fit.sigma_res == pytest.approx(0.003, rel=0.05) and fit.noise_of_means == pytest.approx(0.002 / np.sqrt(2))
+    with pytest.raises(ValueError, match="at least 4"):
+        tool.fit_space([1, 2, 3], [0.1, 0.2, 0.3], 0.001, 1)
+
+    space = np.linspace(5.0, 20.0, 200)
+    sd_good = tool.proxy_sd_for_tau(0.45, fit, space, reps=60)
+    sd_poor = tool.proxy_sd_for_tau(0.15, fit, space, reps=60)
+    assert 0 < sd_good < sd_poor
+    assert tool.proxy_sd_for_tau(0.999, fit, space, reps=20) == 0.0      # above the ceiling: a perfect proxy
+
+    common = dict(fit=fit, lat_space=space, target_ms=12.0, pool=12, proxy_sd=sd_poor, hw_gap=0.05,
+                  retrain_sd=0.002, sims=400)
+    median = tool.simulate(hw_percentile=50, seeds=5, **common)
+    oracle = tool.simulate(hw_percentile=99.9, seeds=5, **common)
+    oracle_many = tool.simulate(hw_percentile=99.9, seeds=30, **common)
+    assert median["gain_true"] < oracle["gain_true"]
+    assert median["power"] < oracle["power"] < oracle_many["power"] and oracle_many["power"] > 0.9
+    assert oracle_many["gain_for_80pct_power"] < oracle["gain_for_80pct_power"]
+    assert median["random_forfeit_rate"] == 0.0
+    none_under = tool.simulate(hw_percentile=99.9, seeds=5, **{**common, "target_ms": 4.0})
+    assert none_under["random_forfeit_rate"] == 1.0 and none_under["power"] == 0.0
+
+
+def test_outcome_power_refuses_bad_input(tmp_path):
+    tool = _load_tool("outcome_power")
+    with pytest.raises(SystemExit, match="no ground_truth.json"):
+        tool.main(["--ground-truth", str(tmp_path)])
+    with pytest.raises(SystemExit, match="quantiles"):
+        tool.main(["--ground-truth", str(tmp_path), "--targets", "5"])
+    (tmp_path / "ground_truth.json").write_text(json.dumps({"networks": [
+        {"latency_ms_predicted": 5.0 + i, "test_accuracy": 0.9} for i in range(5)], "retrain_sd": None}))
+    with pytest.raises(SystemExit, match="--retrain-sd"):
+        tool.main(["--ground-truth", str(tmp_path)])
