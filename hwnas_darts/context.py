@@ -152,9 +152,10 @@ class RunContext:
         return str(p) if p.is_file() else None
 
     def trainer(self, stage: str, max_epochs: int, limit_batches: int | None, callbacks: list | None = None,
-                limit_val_batches: int | float | None = 0):
+                limit_val_batches: int | float | None = 0, precision: str | None = None):
         """A Lightning Trainer for a training stage: rolling + last checkpoints (atomic), the run's
-        logger on rank 0, Lightning's Timer for the stage's wall time."""
+        logger on rank 0, Lightning's Timer for the stage's wall time. ``precision``: the stage's own
+        (the retraining's measured choice), else ``trainer.precision`` (``auto``: fp32)."""
         from ._pl import pl
         from .checkpoint import AtomicCheckpointIO
 
@@ -171,7 +172,7 @@ class RunContext:
             cbs.append(pl.callbacks.RichProgressBar(leave=True))
         kwargs: dict[str, Any] = dict(
             accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-            precision=t.precision, max_epochs=max_epochs,
+            precision=precision or t.fixed_precision(), max_epochs=max_epochs,
             logger=self.tracker.lightning_logger(stage) if self.tracker is not None else False,
             callbacks=cbs + list(callbacks or []), enable_progress_bar=t.progress, enable_model_summary=False,
             num_sanity_val_steps=0, deterministic=t.deterministic or None, default_root_dir=str(self.run_dir),

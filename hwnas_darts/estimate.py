@@ -61,7 +61,7 @@ def probe_step_seconds(ctx: "RunContext", steps: int = 3) -> float:
     net = build_network(space, space.sample(seed=cfg.seed))
     x = torch.randn(cfg.data.batch_size, *space.input_shape)
     y = torch.randint(0, space.num_classes, (cfg.data.batch_size,))
-    return sgd_step_seconds(net, [(x, y)] * (steps + 1), cfg.trainer.channels_last, untimed=1)
+    return sgd_step_seconds(net, [(x, y)] * (steps + 1), cfg.trainer.fixed_channels_last(), untimed=1)
 
 
 def _network_measurement_s(ctx: "RunContext", n: int) -> float:

@@ -218,6 +218,18 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                                                      l["latency_ms"], f"{100 * l['share']:.1f}%"] for l in prof["layers"]]),
                   "", img("layers", "per-layer latency")]
     lines += [img("retrain", "retraining")]
+    step = m.get("retrain_step")
+    if step:
+        label = f"{'bf16 autocast' if str(step['precision']).startswith('bf16') else step['precision']}, " \
+                f"{'channels-last' if step['channels_last'] else 'contiguous'}"
+        if step.get("chosen_by") == "measured":
+            times = "; ".join(f"{k} {statistics.median(v):.1f} ms ({', '.join(f'{x:.1f}' for x in v)})"
+                              for k, v in step["ms_per_step"].items())
+            lines += [f"Training step: **{label}**, the fastest measured here ({step['device']}, {step['threads']} "
+                      f"threads, batch {step['batch_size']}; median ms per step, every round in brackets: {times}). "
+                      "Set `trainer.channels_last` / `trainer.precision` to a value to override.", ""]
+        else:
+            lines += [f"Training step: {label} (set in the config; `auto` times the alternatives on this device).", ""]
     hist = ctx.get("retrain_history") or []
     kind, pts = accuracy_curve(hist)
     if pts:
@@ -268,6 +280,11 @@ def collect_metrics(ctx: "RunContext", references: dict[str, Any] | None = None)
              arch=ctx.arch.to_string(), arch_searched=ctx.derived.chosen.to_string(), space_id=ctx.space.space_id,
              seed=ctx.cfg.seed, targets=targets.to_dict(), lut_seconds=st.get("lut", "seconds"),
              derive_seconds=st.get("derive", "seconds"))
+    step = st.get("retrain", "step")
+    if step:
+        measured = st.data.get("retrain_step") or {}
+        m["retrain_step"] = {**step, **({k: measured[k] for k in ("device", "threads", "batch_size", "ms_per_step")
+                                        if k in measured} if step.get("chosen_by") == "measured" else {})}
     history = st.get("retrain", "history") or []
     kind, curve = accuracy_curve(history)
     if kind == HELD_OUT:

@@ -103,6 +103,16 @@ class RetrainModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self._clock: tuple[float, float] | None = None  # (perf_counter at the fit's start, seconds before it)
 
+    def use_channels_last(self, channels_last: bool) -> None:
+        """Train (and average) in channels-last memory format or not, chosen after construction (the
+        retraining's measured step choice); the weights' values are unchanged."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.network.to(memory_format=fmt)
+        if self.ema is not None:
+            self.ema.module.to(memory_format=fmt)
+        self.channels_last = channels_last
+        self.hparams["channels_last"] = channels_last
+
     def forward(self, x: torch.Tensor, network: nn.Module | None = None) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -181,10 +191,10 @@ class RetrainModule(pl.LightningModule):
 # ------------------------------------------------------------------------------------------------
 def test_accuracy(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> float:
     """Top-1 accuracy on the whole official test split, every image exactly once (``trainer.test``
-    on one device, the torchmetrics accuracy of ``test_step``)."""
-    t = ctx.cfg.trainer
+    on one device, the torchmetrics accuracy of ``test_step``), in fp32 whatever precision trained it:
+    the exported network is fp32, and so is the accuracy reported for it."""
     trainer = pl.Trainer(accelerator="gpu" if ctx.compute_device().type == "cuda" else "cpu", devices=1, num_nodes=1,
-                         precision=t.precision, logger=ctx.tracker.lightning_logger("retrain") if ctx.tracker else False,
+                         precision="32-true", logger=ctx.tracker.lightning_logger("retrain") if ctx.tracker else False,
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                          default_root_dir=str(ctx.run_dir))
     loader = dm.test_dataloader()
@@ -226,6 +236,109 @@ def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: b
     return {"step_s": step_s, "train_s": train_s, "val_s": val_s, "epoch_s": train_s + val_s}
 
 
+#: bf16 autocast changes the training's arithmetic, so it must beat the fastest fp32 step by this much
+BF16_MARGIN = 0.10
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CUDA: Ampere or later; CPU: oneDNN's AVX512-BF16 / AMX check)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def step_label(channels_last: bool, precision: str) -> str:
+    return f"{'bf16' if precision.startswith('bf16') else 'fp32'} {'channels-last' if channels_last else 'contiguous'}"
+
+
+def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                        candidates: list[tuple[bool, str]], device: torch.device, rounds: int = 5,
+                        steps: int = 2) -> dict[tuple[bool, str], list[float]]:
+    """Seconds of one SGD step (forward, backward, update) of a copy of ``network`` in each candidate
+    (channels-last or not, fp32 or bf16 autocast), timed in interleaved rounds of ``steps`` steps on
+    real ``batches`` after one untimed warm-up step each, so the machine's drift falls on every
+    candidate alike. Returns every round's per-step seconds."""
+    import copy
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    nets, opts = {}, {}
+    for cl, prec in candidates:
+        net = copy.deepcopy(network).to(device).train()
+        nets[cl, prec] = net.to(memory_format=torch.channels_last) if cl else net
+        opts[cl, prec] = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+    data = [(x.to(device), y.to(device)) for x, y in batches]
+
+    def step(key: tuple[bool, str], i: int) -> None:
+        x, y = data[i % len(data)]
+        if key[0]:
+            x = x.contiguous(memory_format=torch.channels_last)
+        opts[key].zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=key[1].startswith("bf16")):
+            loss = F.cross_entropy(nets[key](x), y)
+        loss.backward()
+        opts[key].step()
+
+    times: dict[tuple[bool, str], list[float]] = {k: [] for k in nets}
+    for k in nets:
+        step(k, 0)
+    sync()
+    for r in range(rounds):
+        for k in (nets if r % 2 == 0 else list(nets)[::-1]):
+            t0 = time.perf_counter()
+            for i in range(steps):
+                step(k, r * steps + i)
+            sync()
+            times[k].append((time.perf_counter() - t0) / steps)
+    return times
+
+
+def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") -> dict[str, Any]:
+    """The retraining's memory format and precision. ``trainer.channels_last`` / ``trainer.precision``
+    set to a value are used as they are; ``auto`` times this network's training step in every
+    alternative this device offers (channels-last and contiguous; fp32 and, where the device computes
+    bf16, bf16 autocast) and takes the fastest (bf16 only when it beats the fastest fp32 step by
+    :data:`BF16_MARGIN`: it changes the arithmetic). The decision, the device and every timing are kept
+    in state.json (a resumed run trains on as it started) and reported; rank 0 decides for every rank."""
+    t = ctx.cfg.trainer
+    fixed = {"channels_last": t.fixed_channels_last(), "precision": t.fixed_precision(), "chosen_by": "config"}
+    if t.channels_last != "auto" and t.precision != "auto":
+        return fixed
+    choice = None
+    if ctx.leader:
+        choice = ctx.state.data.get("retrain_step")
+        if choice is None or choice.get("arch") != ctx.arch.to_string():
+            from .hardware.device import cpu_name
+
+            device = ctx.compute_device()
+            formats = [True, False] if t.channels_last == "auto" else [bool(t.channels_last)]
+            precisions = (["32-true"] + (["bf16-mixed"] if bf16_supported(device) else [])
+                          if t.precision == "auto" else [t.precision])
+            cands = [(cl, p) for p in precisions for cl in formats]
+            with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
+                batches = [b for _, b in zip(range(3), dm.train_dataloader())]
+                times = time_training_steps(network, batches, cands, device)
+            med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+            fp32 = [k for k in med if not k[1].startswith("bf16")]
+            best = min(fp32 or med, key=med.get)
+            bf16 = [k for k in med if k[1].startswith("bf16")]
+            if bf16 and fp32:
+                fastest_bf16 = min(bf16, key=med.get)
+                if med[fastest_bf16] < (1 - BF16_MARGIN) * med[best]:
+                    best = fastest_bf16
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+            choice = {"channels_last": best[0], "precision": best[1], "chosen_by": "measured", "arch": ctx.arch.to_string(),
+                      "device": name, "threads": torch.get_num_threads(), "batch_size": ctx.cfg.data.batch_size,
+                      "ms_per_step": {step_label(*k): [round(1000 * x, 2) for x in v] for k, v in times.items()}}
+            _logger.info("retraining step on %s: %s (median ms per step: %s)", name, step_label(*best),
+                         ", ".join(f"{step_label(*k)} {1000 * v:.1f}" for k, v in med.items()))
+            ctx.state.data["retrain_step"] = choice
+            ctx.state.save()
+    return ctx.ranks.share("retrain-step", choice)
+
+
 def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> int:
     """``retrain.epochs``, or with ``retrain.time_budget_minutes`` as many epochs (at most
     ``retrain.epochs``) as fit in the budget, from a probe of this network on rank 0 (shared with
@@ -240,7 +353,7 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
             loader = dm.train_dataloader()
             steps = rc.steps_per_epoch or -(-len(loader) // max(ctx.ranks.world, 1))
             with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
-                probe = probe_epoch_seconds(module.network, loader, steps, ctx.cfg.trainer.channels_last, rc.holdout,
+                probe = probe_epoch_seconds(module.network, loader, steps, module.channels_last, rc.holdout,
                                             ctx.cfg.data.eval_batch_size)
             # 8 % for the machine's drift and the checkpoints
             fit = int(rc.time_budget_minutes * 60 / (probe["epoch_s"] * 1.08))
@@ -277,11 +390,14 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     full = rc.full_train
     dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", full_train=full, image_size=image_size,
                          holdout=rc.holdout, erase=rc.random_erasing)
-    module = RetrainModule(ctx.space, ctx.arch, rc, ctx.cfg.trainer.channels_last)
+    module = RetrainModule(ctx.space, ctx.arch, rc, ctx.cfg.trainer.fixed_channels_last())
     scored = rc.holdout > 0 or not full
     dm.setup()
+    step = choose_step(ctx, module.network, dm)
+    module.use_channels_last(step["channels_last"])
     epochs = plan_epochs(ctx, module, dm)
-    trainer = ctx.trainer("retrain", epochs, rc.steps_per_epoch, limit_val_batches=None if scored else 0)
+    trainer = ctx.trainer("retrain", epochs, rc.steps_per_epoch, limit_val_batches=None if scored else 0,
+                          precision=step["precision"])
     val = (dm.holdout_dataloader() if rc.holdout else dm.archval_dataloader()) if scored else None
     with warnings.catch_warnings():
         # full_train without a holdout: every training image is trained on, there is no split to score
@@ -297,6 +413,7 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     net = module.network.cpu().float().eval()
     with atomic_path(ctx.path("model_state.pt")) as tmp:
         torch.save(net.state_dict(), tmp)
-    ctx.state.mark("retrain", seconds, test_accuracy=acc, epochs=epochs, history=module.history, data_path=data)
+    ctx.state.mark("retrain", seconds, test_accuracy=acc, epochs=epochs, history=module.history, data_path=data,
+                   step={k: step[k] for k in ("channels_last", "precision", "chosen_by")})
     _logger.info("test accuracy of the retrained network: %.4f", acc)
     return Retrained(net, dm, acc, module.history)

@@ -314,7 +314,7 @@ class SearchModule(pl.LightningModule):
 # ------------------------------------------------------------------------------------------------
 def _new_module(ctx: "RunContext", objective: HardwareObjective) -> SearchModule:
     ctx.seed()  # the supernet's initial weights and alphas depend on the seed alone
-    return SearchModule(ctx.space, ctx.cfg.search, objective, channels_last=ctx.cfg.trainer.channels_last)
+    return SearchModule(ctx.space, ctx.cfg.search, objective, channels_last=ctx.cfg.trainer.fixed_channels_last())
 
 
 def alpha_digest(module: SearchModule) -> str:

@@ -308,9 +308,18 @@ class TrainerConfig(Section):
     devices: Union[int, str, list[int]] = 1
     num_nodes: int = Field(1, ge=1, le=4096)
     strategy: str = "auto"
-    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true"] = "32-true"
+    precision: Literal["auto", "32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true"] = "32-true"
     deterministic: bool = False
-    channels_last: bool = True
+    channels_last: Union[bool, Literal["auto"]] = True
     progress: bool = True
     sync_timeout_minutes: float = Field(120.0, gt=0, le=24 * 60,
                                         description="how long ranks wait for rank 0's single-process stages")
+
+    def fixed_precision(self) -> str:
+        """The precision of a stage that does not choose by measurement (the search, the test): ``auto``
+        is fp32 there; only the retraining times the alternatives (``retrain.choose_step``)."""
+        return "32-true" if self.precision == "auto" else self.precision
+
+    def fixed_channels_last(self) -> bool:
+        """The memory format of a stage that does not choose by measurement: ``auto`` is channels-last."""
+        return True if self.channels_last == "auto" else bool(self.channels_last)

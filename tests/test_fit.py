@@ -253,3 +253,24 @@ def test_bf16_training_exports_an_fp32_model_that_matches_the_trained_network(tm
         torch.testing.assert_close(program(x), eager, rtol=1e-4, atol=1e-5)
     exports = json.loads((out / "state.json").read_text())["stages"]["export"]["results"]
     assert {r["kind"] for r in exports if r["ok"]} >= {"torchscript", "program"}
+
+
+def test_measured_training_step_is_recorded_reported_and_used(tmp_path, tiny_space):
+    """#31: with `auto` the retraining times its step in each format and precision this machine offers,
+    trains in the fastest, and says so in state.json, metrics.json and the report; the test stays fp32."""
+    out = tmp_path / "auto"
+    arch = tiny_space.sample(seed=3).to_string()
+    run_fit("--config", str(TINY), "--out", str(out), "--arch", arch, "trainer.channels_last=auto",
+            "trainer.precision=auto", "retrain.steps_per_epoch=5", "retrain.epochs=1", "logger.kind=none",
+            "export.program=false")
+    state = json.loads((out / "state.json").read_text())
+    chosen, used = state["retrain_step"], state["stages"]["retrain"]["step"]
+    assert chosen["chosen_by"] == "measured" and chosen["arch"] == arch
+    assert {"fp32 channels-last", "fp32 contiguous"} <= set(chosen["ms_per_step"])
+    assert all(len(v) == 5 and min(v) > 0 for v in chosen["ms_per_step"].values())
+    assert used == {k: chosen[k] for k in ("channels_last", "precision", "chosen_by")}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["retrain_step"]["precision"] == chosen["precision"] and m["retrain_step"]["ms_per_step"] == chosen["ms_per_step"]
+    assert "Training step: **" in (out / "report.md").read_text()
+    saved = torch.load(out / "model_state.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 for v in saved.values() if v.is_floating_point())

@@ -33,7 +33,7 @@ def test_epochs_fit_the_budget(tmp_path, monkeypatch, epoch_s, budget, max_epoch
     monkeypatch.setattr(retrain, "probe_epoch_seconds", probe)
     ctx = _ctx(tmp_path, [f"retrain.time_budget_minutes={budget}", f"retrain.epochs={max_epochs}"])
     dm = SimpleNamespace(train_dataloader=lambda: [0] * 100)
-    module = SimpleNamespace(network=None)
+    module = SimpleNamespace(network=None, channels_last=True)
     assert retrain.plan_epochs(ctx, module, dm) == expected
     assert RunState.load(tmp_path).data["retrain_plan"]["epochs"] == expected
     # a resumed run keeps its schedule (no new probe); another arch or budget plans afresh
@@ -92,3 +92,79 @@ def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
     counts = [int(b) for n, b in module.network.named_buffers() if n.endswith("num_batches_tracked")]
     assert counts and set(counts) == {6}, "BatchNorm's step count is the network's, not an average of counts"
     assert retrain.ema_decay_at(0.999, 1) == 2 / 11 and retrain.ema_decay_at(0.999, 10**6) == 0.999
+
+
+def _step_ctx(tmp_path, overrides):
+    import torch
+
+    ctx = _ctx(tmp_path, overrides)
+    ctx.compute_device = lambda: torch.device("cpu")
+    return ctx
+
+
+def _batches(n=3, b=4):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return SimpleNamespace(train_dataloader=lambda: [(torch.randn(b, 1, 28, 28, generator=g), torch.randint(0, 10, (b,), generator=g))
+                                                     for _ in range(n)])
+
+
+def test_set_step_settings_are_used_without_a_probe(tmp_path, monkeypatch):
+    monkeypatch.setattr(retrain, "time_training_steps", lambda *a, **k: pytest.fail("set values need no probe"))
+    ctx = _step_ctx(tmp_path, ["trainer.channels_last=false", "trainer.precision=bf16-mixed"])
+    assert retrain.choose_step(ctx, None, None) == {"channels_last": False, "precision": "bf16-mixed", "chosen_by": "config"}
+    # the other stages read `auto` as the defaults they had: channels-last, fp32
+    t = load_config(None, ["trainer.channels_last=auto", "trainer.precision=auto"]).trainer
+    assert t.fixed_channels_last() is True and t.fixed_precision() == "32-true"
+
+
+@pytest.mark.parametrize("ms, expected", [
+    ({(True, "32-true"): 50, (False, "32-true"): 40, (True, "bf16-mixed"): 38, (False, "bf16-mixed"): 37},
+     (False, "32-true")),                    # bf16 3-8 % faster: not enough to change the arithmetic
+    ({(True, "32-true"): 50, (False, "32-true"): 60, (True, "bf16-mixed"): 30, (False, "bf16-mixed"): 44},
+     (True, "bf16-mixed")),                  # bf16 40 % faster: taken
+])
+def test_auto_takes_the_fastest_measured_step_and_keeps_it(tmp_path, monkeypatch, ms, expected):
+    """#31: a machine-dependent training choice is made by measurement, recorded (device, every
+    round's timing) and honoured: a resumed run keeps it without probing again."""
+    calls = []
+
+    def timed(network, batches, candidates, device, **kw):
+        calls.append(candidates)
+        return {c: [ms[c] / 1000 * f for f in (1.0, 1.1, 0.95)] for c in candidates}
+
+    monkeypatch.setattr(retrain, "time_training_steps", timed)
+    monkeypatch.setattr(retrain, "bf16_supported", lambda device: True)
+    ctx = _step_ctx(tmp_path, ["trainer.channels_last=auto", "trainer.precision=auto"])
+    choice = retrain.choose_step(ctx, None, _batches())
+    assert (choice["channels_last"], choice["precision"]) == expected and choice["chosen_by"] == "measured"
+    assert set(calls[0]) == set(ms) and len(choice["ms_per_step"]) == 4 and choice["device"]
+    saved = RunState.load(tmp_path).data["retrain_step"]
+    assert saved == choice and saved["arch"] == "conv_k3_relu-skip"
+    ctx.state = RunState.load(tmp_path)                      # resumed: the recorded choice, no new probe
+    assert retrain.choose_step(ctx, None, _batches()) == choice and len(calls) == 1
+    # only memory format `auto`, no bf16 on this device: two fp32 candidates
+    monkeypatch.setattr(retrain, "bf16_supported", lambda device: False)
+    ctx = _step_ctx(tmp_path / "b", ["trainer.channels_last=auto", "trainer.precision=32-true"])
+    choice = retrain.choose_step(ctx, None, _batches())
+    assert set(calls[-1]) == {(True, "32-true"), (False, "32-true")} and choice["precision"] == "32-true"
+
+
+def test_training_step_timer_runs_every_candidate_on_a_real_network():
+    import torch
+
+    from hwnas_darts.network import build_network
+    from hwnas_darts.space import SearchSpace
+
+    from .conftest import TINY
+
+    space = SearchSpace.from_config(load_config(TINY))
+    net = build_network(space, space.sample(seed=1))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(4, *space.input_shape)
+    y = torch.randint(0, space.num_classes, (4,))
+    cands = [(True, "32-true"), (False, "32-true"), (False, "bf16-mixed")]
+    times = retrain.time_training_steps(net, [(x, y)], cands, torch.device("cpu"), rounds=3, steps=1)
+    assert set(times) == set(cands) and all(len(v) == 3 and min(v) > 0 for v in times.values())
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())   # timed on copies

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     dm.setup()
     val = make_loader(dm._ds(take(dm.arrays.train_x, dm.val_idx), dm.arrays.train_y[dm.val_idx], True),
                       cfg.data.batch_size, True, args.seed + 1, drop_last=True)
-    cl = cfg.trainer.channels_last
+    cl = cfg.trainer.fixed_channels_last()
     prep = (lambda x: x.contiguous(memory_format=torch.channels_last)) if cl else (lambda x: x)
     if cl:
         net.to(memory_format=torch.channels_last)

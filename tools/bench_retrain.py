@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         arch = Arch.load(Path(args.run) / "arch.json")
     else:
         arch = space.sample(seed=0)
-    rc, cl = cfg.retrain, cfg.trainer.channels_last
+    rc, cl = cfg.retrain, cfg.trainer.fixed_channels_last()
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="retrain")
     dm.setup()
     sizes = [int(b) for b in args.batch_sizes.split(",")]

@@ -129,7 +129,7 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
     dev = torch.device(device)
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
     dm.setup()
-    cl = cfg.trainer.channels_last if channels_last is None else channels_last
+    cl = cfg.trainer.fixed_channels_last() if channels_last is None else channels_last
     batches = [_to(b, dev, cl) for b in _batches(dm, iters + warmup)]
     torch.manual_seed(cfg.seed)
     results: dict = {"config": cfg_path or "default", "batch_size": cfg.data.batch_size, "threads": torch.get_num_threads(),
