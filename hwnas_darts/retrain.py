@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -295,6 +296,20 @@ def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, to
     return times
 
 
+def pick_step(times: dict[tuple[bool, str], list[float]]) -> tuple[bool, str]:
+    """The candidate with the smallest median step time, where bf16 must beat the fastest fp32 one by
+    :data:`BF16_MARGIN` (it changes the arithmetic)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    fp32 = [k for k in med if not k[1].startswith("bf16")]
+    best = min(fp32 or med, key=med.get)
+    bf16 = [k for k in med if k[1].startswith("bf16")]
+    if bf16 and fp32:
+        fastest = min(bf16, key=med.get)
+        if med[fastest] < (1 - BF16_MARGIN) * med[best]:
+            best = fastest
+    return best
+
+
 def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") -> dict[str, Any]:
     """The retraining's memory format and precision. ``trainer.channels_last`` / ``trainer.precision``
     set to a value are used as they are; ``auto`` times this network's training step in every
@@ -320,14 +335,8 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
             with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
                 batches = [b for _, b in zip(range(3), dm.train_dataloader())]
                 times = time_training_steps(network, batches, cands, device)
-            med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-            fp32 = [k for k in med if not k[1].startswith("bf16")]
-            best = min(fp32 or med, key=med.get)
-            bf16 = [k for k in med if k[1].startswith("bf16")]
-            if bf16 and fp32:
-                fastest_bf16 = min(bf16, key=med.get)
-                if med[fastest_bf16] < (1 - BF16_MARGIN) * med[best]:
-                    best = fastest_bf16
+            best = pick_step(times)
+            med = {k: statistics.median(v) for k, v in times.items()}
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
             choice = {"channels_last": best[0], "precision": best[1], "chosen_by": "measured", "arch": ctx.arch.to_string(),
                       "device": name, "threads": torch.get_num_threads(), "batch_size": ctx.cfg.data.batch_size,

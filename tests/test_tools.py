@@ -503,6 +503,15 @@ def test_bench_retrain_smoke(tmp_path):
     assert set(res["batch_size"]) == {"16", "32"} and res["batch_size"]["32"]["per_image_ms"] > 0
     assert "overhead_s" in res["lightning"] and res["profile_ms_per_step"]["convolution"] >= 0
     assert "ms/image" in proc.stdout
+    assert {"fp32 channels-last", "fp32 contiguous"} <= set(res["step"]) and len(res["step"]["fp32 contiguous"]["all_ms"]) == 2
+    assert res["step"]["choice"] in res["step"] and "the auto rule would train in" in proc.stdout
+    only = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_retrain.py"), "--config", str(TINY), "--rounds", "2",
+                           "--parts", "step", "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert only.returncode == 0, only.stderr[-2000:]
+    assert set(json.loads(out.read_text())) >= {"step", "arch"} and "optimizer" not in json.loads(out.read_text())
+    bad = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_retrain.py"), "--config", str(TINY), "--parts", "stpe"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert bad.returncode != 0 and "unknown ['stpe']" in bad.stderr
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")

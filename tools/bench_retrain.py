@@ -11,11 +11,16 @@ One network (a finished run's, ``--run``, or ``--arch``) trained on real retrain
   (logging, metrics, scheduler, hooks) against the bare step at the same batch size, from two fits
   of different lengths, so the fit's setup cancels;
 * **an operator profile** of the bare step (``torch.profiler``): self CPU time per operator,
-  grouped into convolutions, BatchNorm, activations, the optimizer, the loss and the rest.
+  grouped into convolutions, BatchNorm, activations, the optimizer, the loss and the rest;
+* **the step's memory format and precision** (``step``): channels-last and contiguous, fp32 and,
+  where this machine computes bf16, bf16 autocast - timed by the same code and in the same way as
+  the retraining's ``trainer.channels_last=auto`` / ``trainer.precision=auto`` choice, with the
+  choice that rule would make.
 
 Times are medians over rounds, with every round's value kept in the JSON. Compare the ratios.
 
     python tools/bench_retrain.py --run runs/fashion_mnist --json runs/bench_retrain.json
+    python tools/bench_retrain.py --run runs/fashion_mnist --parts step --rounds 15
 """
 
 from __future__ import annotations
@@ -102,8 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--lightning-steps", default="10,40", help="the two fit lengths of the Lightning measurement")
+    ap.add_argument("--parts", default="optimizer,batch,lightning,profile,step",
+                    help="which measurements (comma-separated): optimizer, batch, lightning, profile, step")
     ap.add_argument("--json", help="write every measurement here")
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    unknown = parts - {"optimizer", "batch", "lightning", "profile", "step"}
+    if unknown:
+        raise SystemExit(f"--parts: unknown {sorted(unknown)}; choose from optimizer, batch, lightning, profile, step")
     from hwnas_darts.data import HwnasDataModule, make_loader
     from hwnas_darts.network import build_network
     from hwnas_darts.space import Arch, SearchSpace
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     rc, cl = cfg.retrain, cfg.trainer.fixed_channels_last()
     dm = HwnasDataModule(cfg.data, cfg.seed, mode="retrain")
     dm.setup()
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    sizes = [int(b) for b in args.batch_sizes.split(",")] if "batch" in parts else [cfg.data.batch_size]
     n_batches = args.rounds + args.warmup
     data = {b: [next(iter(make_loader(dm.retrain_dataset(), b, True, cfg.seed + i, drop_last=True)))
                 for i in range(n_batches)] for b in sizes}
@@ -133,44 +144,85 @@ def main(argv: list[str] | None = None) -> int:
             net = net.to(memory_format=torch.channels_last)
         return net, _sgd(net, rc, impl)
 
-    # 1. optimizer implementations at the config's batch size, interleaved
     b0 = cfg.data.batch_size if cfg.data.batch_size in data else sizes[0]
+    if parts & {"optimizer", "lightning"}:
+        optimizer_part(res, make, data[b0], b0, n_batches, args.warmup, rc, cl)
+    if "batch" in parts:
+        batch_part(res, make, data, sizes, n_batches, args.warmup, rc, cl)
+    if "lightning" in parts:
+        short, long = (int(s) for s in args.lightning_steps.split(","))
+        batches = [(x, y) for x, y in (data[b0] * (long // len(data[b0]) + 1))[:long]]
+        pl_s = lightning_step_seconds(space, arch, rc, batches, cl, short, long)
+        bare = res["optimizer"]["loop"]["median_s"]
+        res["lightning"] = {"step_s": pl_s, "bare_step_s": bare, "overhead_s": pl_s - bare}
+    if "profile" in parts:
+        profile_part(res, make, data[b0], rc, cl)
+    if "step" in parts:
+        step_part(res, space, arch, data[b0], args.rounds)
+    print(f"network {arch}; {res['threads']} threads; torch {res['torch']}; batch {b0}")
+    for k, v in res.get("optimizer", {}).items():
+        if isinstance(v, dict):
+            print(f"  SGD {k:8s} {1e3 * v['median_s']:7.1f} ms/step")
+    for k, v in res.get("unsupported", {}).items():
+        print(f"  SGD {k:8s} unsupported here: {v}")
+    for b, v in res.get("batch_size", {}).items():
+        print(f"  batch {b:>4s}: {1e3 * v['median_s']:7.1f} ms/step, {v['per_image_ms']:.3f} ms/image")
+    if "lightning" in res:
+        lt = res["lightning"]
+        print(f"  Lightning RetrainModule step {1e3 * lt['step_s']:.1f} ms vs bare {1e3 * lt['bare_step_s']:.1f} ms: "
+              f"overhead {1e3 * lt['overhead_s']:+.1f} ms")
+    if "profile_ms_per_step" in res:
+        print("  profile (self CPU ms per step): " + ", ".join(f"{k} {v:.1f}" for k, v in res["profile_ms_per_step"].items()))
+    if "step" in res:
+        st = res["step"]
+        ref = st["fp32 channels-last"]["median_ms"]
+        for k, v in st.items():
+            if isinstance(v, dict):
+                print(f"  step {k:20s} {v['median_ms']:7.1f} ms ({v['median_ms'] / ref:.2f}x fp32 channels-last); rounds "
+                      + ", ".join(f"{x:.1f}" for x in v["all_ms"]))
+        print(f"  the auto rule would train in: {st['choice']}")
+    if args.json:
+        atomic_write_json(Path(args.json), res)
+    return 0
+
+
+def optimizer_part(res, make, pool, b0, n_batches, warmup, rc, cl) -> None:
+    """1. optimizer implementations at the config's batch size, interleaved"""
     impls = {}
     for impl in ("loop", "foreach", "fused"):
         try:
             net, opt = make(impl)
-            bare_step(net, opt, *data[b0][0], rc.label_smoothing, cl)
+            bare_step(net, opt, *pool[0], rc.label_smoothing, cl)
             impls[impl] = (net, opt)
         except (RuntimeError, TypeError, ValueError) as exc:
             res.setdefault("unsupported", {})[impl] = str(exc).splitlines()[0][:200]
     times: dict[str, list[float]] = {k: [] for k in impls}
     for i in range(n_batches):
         for k, (net, opt) in impls.items():
-            t = _timed(lambda: bare_step(net, opt, *data[b0][i], rc.label_smoothing, cl))
-            if i >= args.warmup:
+            t = _timed(lambda: bare_step(net, opt, *pool[i], rc.label_smoothing, cl))
+            if i >= warmup:
                 times[k].append(t)
     res["optimizer"] = {"batch_size": b0, **{k: {"median_s": statistics.median(v), "all_s": v} for k, v in times.items()}}
-    # 2. per-image cost by batch size (the loop optimizer), interleaved
+
+
+def batch_part(res, make, data, sizes, n_batches, warmup, rc, cl) -> None:
+    """2. per-image cost by batch size (the loop optimizer), interleaved"""
     nets = {b: make("loop") for b in sizes}
     per: dict[int, list[float]] = {b: [] for b in sizes}
     for i in range(n_batches):
         for b in sizes:
             t = _timed(lambda: bare_step(*nets[b], *data[b][i], rc.label_smoothing, cl))
-            if i >= args.warmup:
+            if i >= warmup:
                 per[b].append(t)
     res["batch_size"] = {str(b): {"median_s": statistics.median(v), "per_image_ms": 1e3 * statistics.median(v) / b,
                                   "all_s": v} for b, v in per.items()}
-    # 3. the Lightning loop against the bare step at the config's batch size
-    short, long = (int(s) for s in args.lightning_steps.split(","))
-    batches = [(x, y) for x, y in (data[b0] * (long // len(data[b0]) + 1))[:long]]
-    pl_s = lightning_step_seconds(space, arch, rc, batches, cl, short, long)
-    bare = res["optimizer"]["loop"]["median_s"]
-    res["lightning"] = {"step_s": pl_s, "bare_step_s": bare, "overhead_s": pl_s - bare}
-    # 4. operator profile of the bare step
+
+
+def profile_part(res, make, pool, rc, cl) -> None:
+    """4. operator profile of the bare step"""
     from torch.profiler import ProfilerActivity, profile
 
     net, opt = make("loop")
-    pool = data[b0]
     for i in range(3):
         bare_step(net, opt, *pool[i % len(pool)], rc.label_smoothing, cl)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -179,19 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = [(e.key, e.self_cpu_time_total / 1e3 / 5) for e in prof.key_averages()]
     res["profile_ms_per_step"] = {k: round(v, 3) for k, v in categorize(rows).items()}
     res["top_ops_ms_per_step"] = [(k, round(v, 3)) for k, v in sorted(rows, key=lambda r: -r[1])[:15]]
-    print(f"network {arch}; {res['threads']} threads; torch {res['torch']}; batch {b0}")
-    for k, v in res["optimizer"].items():
-        if isinstance(v, dict):
-            print(f"  SGD {k:8s} {1e3 * v['median_s']:7.1f} ms/step")
-    for k, v in res.get("unsupported", {}).items():
-        print(f"  SGD {k:8s} unsupported here: {v}")
-    for b, v in res["batch_size"].items():
-        print(f"  batch {b:>4s}: {1e3 * v['median_s']:7.1f} ms/step, {v['per_image_ms']:.3f} ms/image")
-    print(f"  Lightning RetrainModule step {1e3 * pl_s:.1f} ms vs bare {1e3 * bare:.1f} ms: overhead {1e3 * (pl_s - bare):+.1f} ms")
-    print("  profile (self CPU ms per step): " + ", ".join(f"{k} {v:.1f}" for k, v in res["profile_ms_per_step"].items()))
-    if args.json:
-        atomic_write_json(Path(args.json), res)
-    return 0
+
+
+def step_part(res, space, arch, pool, rounds: int) -> None:
+    """5. memory format and precision, timed as the retraining's `auto` choice times them"""
+    from hwnas_darts.network import build_network
+    from hwnas_darts.retrain import bf16_supported, pick_step, step_label, time_training_steps
+
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    cands = [(cl, p) for p in ["32-true"] + (["bf16-mixed"] if bf16_supported(device) else []) for cl in (True, False)]
+    times = time_training_steps(build_network(space, arch), pool[:3], cands, device, rounds=rounds)
+    best = pick_step(times)
+    res["step"] = {step_label(*k): {"median_ms": 1e3 * statistics.median(v), "all_ms": [1e3 * x for x in v]} for k, v in times.items()}
+    res["step"]["choice"] = step_label(*best)
 
 
 if __name__ == "__main__":
