@@ -277,7 +277,8 @@ def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, to
         if key[0]:
             x = x.contiguous(memory_format=torch.channels_last)
         opts[key].zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=key[1].startswith("bf16")):
+        with torch.autocast(device.type, dtype=torch.float16 if key[1].startswith("16") else torch.bfloat16,
+                            enabled=key[1].endswith("-mixed")):
             loss = F.cross_entropy(nets[key](x), y)
         loss.backward()
         opts[key].step()
@@ -324,7 +325,8 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
     choice = None
     if ctx.leader:
         choice = ctx.state.data.get("retrain_step")
-        if choice is None or choice.get("arch") != ctx.arch.to_string():
+        asked = [t.channels_last, t.precision]
+        if choice is None or choice.get("arch") != ctx.arch.to_string() or choice.get("asked") != asked:
             from .hardware.device import cpu_name
 
             device = ctx.compute_device()
@@ -339,6 +341,7 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
             med = {k: statistics.median(v) for k, v in times.items()}
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
             choice = {"channels_last": best[0], "precision": best[1], "chosen_by": "measured", "arch": ctx.arch.to_string(),
+                      "asked": asked,
                       "device": name, "threads": torch.get_num_threads(), "batch_size": ctx.cfg.data.batch_size,
                       "ms_per_step": {step_label(*k): [round(1000 * x, 2) for x in v] for k, v in times.items()}}
             _logger.info("retraining step on %s: %s (median ms per step: %s)", name, step_label(*best),

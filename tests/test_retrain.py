@@ -144,6 +144,9 @@ def test_auto_takes_the_fastest_measured_step_and_keeps_it(tmp_path, monkeypatch
     assert saved == choice and saved["arch"] == "conv_k3_relu-skip"
     ctx.state = RunState.load(tmp_path)                      # resumed: the recorded choice, no new probe
     assert retrain.choose_step(ctx, None, _batches()) == choice and len(calls) == 1
+    ctx.cfg = load_config(None, ["trainer.channels_last=true", "trainer.precision=auto"])   # asked otherwise: measured again
+    assert retrain.choose_step(ctx, None, _batches())["asked"] == [True, "auto"] and len(calls) == 2
+    assert set(calls[1]) == {(True, "32-true"), (True, "bf16-mixed")}
     # only memory format `auto`, no bf16 on this device: two fp32 candidates
     monkeypatch.setattr(retrain, "bf16_supported", lambda device: False)
     ctx = _step_ctx(tmp_path / "b", ["trainer.channels_last=auto", "trainer.precision=32-true"])
