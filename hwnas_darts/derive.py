@@ -100,45 +100,45 @@ def limit_skips(supernet: SuperNet, arch: Arch, max_skips: int | None) -> Arch:
 
 
 def constrained_argmax(supernet: SuperNet, model: "LatencyModel", target_ms: float,
-                       cost: str = "latency") -> Arch | None:
-    """The argmax architecture, with greedy swaps until the predicted cost meets ``target_ms``.
+                       cost: str = "latency", frontier_cap: int = 20000) -> Arch | None:
+    """The most probable architecture (the largest sum of per-layer log-probabilities) whose predicted
+    cost meets ``target_ms``: the search's decision under the latency target.
 
-    Each swap replaces one layer's op by a cheaper candidate, choosing the swap that loses the
-    least log-probability per unit of cost saved. Returns ``None`` when the argmax already meets
-    the target, and the cheapest reachable architecture when the target cannot be met.
+    Exact for per-layer costs that add up: a dynamic programme over the layers keeps the Pareto
+    frontier of (cost, log-probability) - no partial architecture that costs more and is less
+    probable than another survives - and the frontier's members are then checked, most probable
+    first, with the model's own prediction of the whole network (which may add a calibration on top
+    of the per-layer sum). Returns ``None`` when the argmax already meets the target, and the
+    cheapest architecture of the frontier when none does.
     """
     space = supernet.space
     probs = [p.detach().double() for p in supernet.probs()]
     idx = [int(p.argmax()) for p in probs]
 
-    def layer_cost(li: int, ci: int) -> float:
-        return model.cost(li, space.layers[li].candidates[ci], cost)
-
-    def total(ix: list[int]) -> float:
-        a = space.from_indices(ix)
+    def total(ix: list[int] | tuple[int, ...]) -> float:
+        a = space.from_indices(list(ix))
         return model.counts(a)["macs"] if cost == "macs" else model.predict(a)
 
     if total(idx) <= target_ms:
         return None
-    for _ in range(10 * len(idx)):
-        if total(idx) <= target_ms:
-            break
-        best = None
-        for li, layer in enumerate(space.layers):
-            cur_c = layer_cost(li, idx[li])
-            cur_lp = math.log(max(float(probs[li][idx[li]]), 1e-30))
-            for ci in range(len(layer.candidates)):
-                saved = cur_c - layer_cost(li, ci)
-                if ci == idx[li] or saved <= 0:
-                    continue
-                lost = cur_lp - math.log(max(float(probs[li][ci]), 1e-30))
-                ratio = lost / saved
-                if best is None or ratio < best[0]:
-                    best = (ratio, li, ci)
-        if best is None:
-            break
-        idx[best[1]] = best[2]
-    return space.from_indices(idx)
+    frontier: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]
+    for li, layer in enumerate(space.layers):
+        opts = [(model.cost(li, op, cost), math.log(max(float(probs[li][ci]), 1e-30)), ci)
+                for ci, op in enumerate(layer.candidates)]
+        grown = sorted(((c + oc, lp + olp, ix + (ci,)) for c, lp, ix in frontier for oc, olp, ci in opts),
+                       key=lambda t: (t[0], -t[1]))
+        frontier, best_lp = [], -math.inf
+        for item in grown:  # cheapest first: keep a member only if it is more probable than every cheaper one
+            if item[1] > best_lp:
+                frontier.append(item)
+                best_lp = item[1]
+        if len(frontier) > frontier_cap:  # thin evenly (never hit by the shipped spaces' few thousand)
+            step = len(frontier) / frontier_cap
+            frontier = [frontier[int(i * step)] for i in range(frontier_cap)] + [frontier[-1]]
+    for _, _, ix in sorted(frontier, key=lambda t: -t[1]):
+        if total(ix) <= target_ms:
+            return space.from_indices(list(ix))
+    return space.from_indices(list(frontier[0][2]))
 
 
 def propose_candidates(supernet: SuperNet, cfg: DeriveConfig, seed: int, model: "LatencyModel | None" = None,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from hwnas_darts.config import DeriveConfig, ObjectiveConfig
@@ -87,6 +88,38 @@ def test_constrained_argmax_meets_target(tiny_table, tiny_space):
     arch = constrained_argmax(net, model, target)
     assert arch is not None and model.predict(arch) <= target
     assert constrained_argmax(net, model, model.predict(slowest) + 1.0) is None  # argmax already fits
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_argmax_is_the_most_probable_network_under_the_target(tiny_table, tiny_space, seed):
+    """Against brute force over the whole tiny space: no network that meets the target is more probable
+    than the one returned (a greedy swap can give up far more probability and latency than needed)."""
+    import itertools
+    import math
+
+    model = LatencyModel(tiny_table, tiny_space)
+    net = SuperNet(tiny_space)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.mixed:
+            m.alpha.copy_(3.0 * torch.randn(m.alpha.shape, generator=g))
+    probs = [p.detach().double() for p in net.probs()]
+    every = [list(ix) for ix in itertools.product(*(range(len(l.candidates)) for l in tiny_space.layers))]
+    lp = {tuple(ix): sum(math.log(float(probs[li][ci])) for li, ci in enumerate(ix)) for ix in every}
+    lat = {tuple(ix): model.predict(tiny_space.from_indices(ix)) for ix in every}
+    argmax = tuple(int(p.argmax()) for p in probs)
+    for q in (0.2, 0.5, 0.8):
+        target = sorted(lat.values())[int(q * (len(lat) - 1))]
+        arch = constrained_argmax(net, model, target)
+        if lat[argmax] <= target:
+            assert arch is None
+            continue
+        got = tuple(l.candidates.index(op) for l, op in zip(tiny_space.layers, arch.ops))
+        assert lat[got] <= target
+        assert lp[got] == pytest.approx(max(v for ix, v in lp.items() if lat[ix] <= target))
+    fastest = min(lat.values())
+    arch = constrained_argmax(net, model, fastest / 2)          # unreachable: the cheapest network
+    assert model.predict(arch) == pytest.approx(fastest)
 
 
 def test_limit_skips(tiny_space):
