@@ -63,6 +63,12 @@ def ema_with_warmup(decay: float):
     return update
 
 
+def in_format(module: nn.Module, channels_last: bool) -> nn.Module:
+    """``module`` with its 4-d weights in channels-last or in contiguous (NCHW) memory format, whichever
+    format they are in now (in place; returned for chaining)."""
+    return module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 class RetrainModule(pl.LightningModule):
     """Cross-entropy (with label smoothing) training of a task network; top-1 test accuracy.
 
@@ -107,10 +113,9 @@ class RetrainModule(pl.LightningModule):
     def use_channels_last(self, channels_last: bool) -> None:
         """Train (and average) in channels-last memory format or not, chosen after construction (the
         retraining's measured step choice); the weights' values are unchanged."""
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.network.to(memory_format=fmt)
+        in_format(self.network, channels_last)
         if self.ema is not None:
-            self.ema.module.to(memory_format=fmt)
+            in_format(self.ema.module, channels_last)
         self.channels_last = channels_last
         self.hparams["channels_last"] = channels_last
 
@@ -267,8 +272,8 @@ def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, to
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     nets, opts = {}, {}
     for cl, prec in candidates:
-        net = copy.deepcopy(network).to(device).train()
-        nets[cl, prec] = net.to(memory_format=torch.channels_last) if cl else net
+        net = in_format(copy.deepcopy(network).to(device).train(), cl)
+        nets[cl, prec] = net
         opts[cl, prec] = torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
     data = [(x.to(device), y.to(device)) for x, y in batches]
 

@@ -310,7 +310,7 @@ class TrainerConfig(Section):
     strategy: str = "auto"
     precision: Literal["auto", "32-true", "32", "16-mixed", "bf16-mixed", "64-true", "bf16-true", "16-true"] = "32-true"
     deterministic: bool = False
-    channels_last: Union[bool, Literal["auto"]] = True
+    channels_last: Union[bool, Literal["auto"]] = "auto"
     progress: bool = True
     sync_timeout_minutes: float = Field(120.0, gt=0, le=24 * 60,
                                         description="how long ranks wait for rank 0's single-process stages")

@@ -171,3 +171,18 @@ def test_training_step_timer_runs_every_candidate_on_a_real_network():
     times = retrain.time_training_steps(net, [(x, y)], cands, torch.device("cpu"), rounds=3, steps=1)
     assert set(times) == set(cands) and all(len(v) == 3 and min(v) > 0 for v in times.values())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())   # timed on copies
+
+
+def test_a_network_is_put_in_the_format_asked_whatever_its_format_now():
+    """The contiguous candidate of the step choice must run contiguous weights even when the network it
+    copies was built channels-last (as the retraining's module is): the first probe timed channels-last
+    weights under both labels."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    w = net[0].weight
+    retrain.in_format(net, True)
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last) and not net[0].weight.is_contiguous()
+    retrain.in_format(net, False)
+    assert net[0].weight.is_contiguous()
+    assert torch.equal(net[0].weight, w)
