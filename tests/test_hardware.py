@@ -477,3 +477,17 @@ def test_network_measurement_in_fresh_processes(quiet_table, tiny_space):
     val = validate_model(LatencyModel(quiet_table, tiny_space), tiny_space, settings, 0, 0, archs=archs)
     assert val["processes"] == 2 and "processes" in val["repeatability"]
     assert len(val["process_ms"]) == 4
+
+
+def test_measuring_a_module_in_another_memory_format_leaves_it_trainable_and_exportable():
+    """The measurement converts the caller's module to its memory format in place: that conversion must
+    happen outside inference mode, or the converted parameters are inference tensors and a later
+    backward or torch.export of the same network fails (a contiguous retrained network profiled
+    channels-last lost its .pt2 export that way)."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU())
+    measure_modules([(net, (3, 8, 8))], MeasureSettings(batch_size=2, threads=1, channels_last=True, **FAST))
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(p.is_inference() for p in net.parameters())
+    net.train()
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert net[0].weight.grad is not None

@@ -193,10 +193,13 @@ def measure_modules(items: list[tuple[nn.Module, tuple[int, ...]]], settings: Me
                                     progress), None
     tune_allocator()
     use_ref = settings.use_reference
+    # prepared outside inference mode: preparing converts the callers' modules in place (device, dtype, memory
+    # format), and parameters converted inside it would be inference tensors that no later training or
+    # torch.export of the same module could use
+    runners = [eager_runner(m, shape, settings) for m, shape in items]
+    ref_runs = ({name: eager_runner(mod, REFERENCE_INPUTS[name], settings) for name, mod in reference_modules().items()}
+                if use_ref else {})
     with torch.inference_mode():
-        runners = [eager_runner(m, shape, settings) for m, shape in items]
-        ref_runs = ({name: eager_runner(mod, REFERENCE_INPUTS[name], settings) for name, mod in reference_modules().items()}
-                    if use_ref else {})
         times, refs = _round_robin_cpu(runners, ref_runs, settings, progress)
     ref_median = {name: statistics.median(v) for name, v in refs.items()} if use_ref else None
     nominal = ref_nominal if ref_nominal else ref_median
