@@ -220,9 +220,9 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
     lines += [img("retrain", "retraining")]
     step = m.get("retrain_step")
     if step:
-        prec = str(step["precision"])
-        label = f"{'bf16 autocast' if prec.startswith('bf16') else 'fp32' if prec in ('32-true', '32') else prec}, " \
-                f"{'channels-last' if step['channels_last'] else 'contiguous'}"
+        from .retrain import step_label
+
+        label = step_label(step["channels_last"], str(step["precision"]))
         if step.get("chosen_by") == "measured":
             times = "; ".join(f"{k} {statistics.median(v):.1f} ms ({', '.join(f'{x:.1f}' for x in v)})"
                               for k, v in step["ms_per_step"].items())

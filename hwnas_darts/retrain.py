@@ -256,8 +256,25 @@ def bf16_supported(device: torch.device) -> bool:
         return False
 
 
+_PRECISION_NAMES = {"32-true": "fp32", "32": "fp32", "64-true": "fp64", "bf16-mixed": "bf16", "bf16-true": "bf16 weights",
+                    "16-mixed": "fp16", "16-true": "fp16 weights"}
+
+
 def step_label(channels_last: bool, precision: str) -> str:
-    return f"{'bf16' if precision.startswith('bf16') else 'fp32'} {'channels-last' if channels_last else 'contiguous'}"
+    """A training step's name in logs, reports and benchmarks: ``fp32 channels-last``, ``bf16 contiguous``..."""
+    return f"{_PRECISION_NAMES.get(precision, precision)} {'channels-last' if channels_last else 'contiguous'}"
+
+
+def _is_fp32(precision: str) -> bool:
+    return precision in ("32-true", "32")
+
+
+def step_candidates(channels_last: bool | str, precision: str, device: torch.device) -> list[tuple[bool, str]]:
+    """The (channels-last, precision) steps to time for these settings: both formats where the memory
+    format is ``auto``, fp32 and - where ``device`` computes bf16 - bf16 autocast where the precision is."""
+    formats = [True, False] if channels_last == "auto" else [bool(channels_last)]
+    precisions = (["32-true"] + (["bf16-mixed"] if bf16_supported(device) else [])) if precision == "auto" else [precision]
+    return [(cl, p) for p in precisions for cl in formats]
 
 
 def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
@@ -303,14 +320,14 @@ def time_training_steps(network: nn.Module, batches: list[tuple[torch.Tensor, to
 
 
 def pick_step(times: dict[tuple[bool, str], list[float]]) -> tuple[bool, str]:
-    """The candidate with the smallest median step time, where bf16 must beat the fastest fp32 one by
-    :data:`BF16_MARGIN` (it changes the arithmetic)."""
+    """The candidate with the smallest median step time, where a lower precision (bf16) must beat the
+    fastest fp32 one by :data:`BF16_MARGIN` (it changes the arithmetic)."""
     med = {k: statistics.median(v) for k, v in times.items()}
-    fp32 = [k for k in med if not k[1].startswith("bf16")]
+    fp32 = [k for k in med if _is_fp32(k[1])]
     best = min(fp32 or med, key=med.get)
-    bf16 = [k for k in med if k[1].startswith("bf16")]
-    if bf16 and fp32:
-        fastest = min(bf16, key=med.get)
+    lower = [k for k in med if not _is_fp32(k[1])]
+    if lower and fp32:
+        fastest = min(lower, key=med.get)
         if med[fastest] < (1 - BF16_MARGIN) * med[best]:
             best = fastest
     return best
@@ -335,10 +352,7 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
             from .hardware.device import cpu_name
 
             device = ctx.compute_device()
-            formats = [True, False] if t.channels_last == "auto" else [bool(t.channels_last)]
-            precisions = (["32-true"] + (["bf16-mixed"] if bf16_supported(device) else [])
-                          if t.precision == "auto" else [t.precision])
-            cands = [(cl, p) for p in precisions for cl in formats]
+            cands = step_candidates(t.channels_last, t.precision, device)
             with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
                 batches = [b for _, b in zip(range(3), dm.train_dataloader())]
                 times = time_training_steps(network, batches, cands, device)
@@ -407,6 +421,8 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     full = rc.full_train
     dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", full_train=full, image_size=image_size,
                          holdout=rc.holdout, erase=rc.random_erasing)
+    # built before the data and the step choice, as always: the network's initial weights keep their place in
+    # the seeded random stream; the chosen memory format is applied to it afterwards
     module = RetrainModule(ctx.space, ctx.arch, rc, ctx.cfg.trainer.fixed_channels_last())
     scored = rc.holdout > 0 or not full
     dm.setup()

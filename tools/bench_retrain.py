@@ -236,11 +236,11 @@ def profile_part(res, make, pool, rc, cl) -> None:
 def step_part(res, space, arch, pool, rounds: int) -> None:
     """5. memory format and precision, timed as the retraining's `auto` choice times them"""
     from hwnas_darts.network import build_network
-    from hwnas_darts.retrain import bf16_supported, pick_step, step_label, time_training_steps
+    from hwnas_darts.retrain import pick_step, step_candidates, step_label, time_training_steps
 
     torch.manual_seed(0)
     device = torch.device("cpu")
-    cands = [(cl, p) for p in ["32-true"] + (["bf16-mixed"] if bf16_supported(device) else []) for cl in (True, False)]
+    cands = step_candidates("auto", "auto", device)
     times = time_training_steps(build_network(space, arch), pool[:3], cands, device, rounds=rounds)
     best = pick_step(times)
     res["step"] = {step_label(*k): {"median_ms": 1e3 * statistics.median(v), "all_ms": [1e3 * x for x in v]} for k, v in times.items()}

@@ -50,6 +50,7 @@ from scipy import stats as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
+from hwnas_darts.stats import mean_interval  # noqa: E402
 
 _logger = logging.getLogger("outcome_power")
 
@@ -121,12 +122,8 @@ def simulate(fit: SpaceFit, lat_space: np.ndarray, target_ms: float, pool: int, 
     pick = np.take_along_axis(true, score.argmax(axis=2)[..., None], axis=2)[..., 0]
     hw_true = float(fit.mean(np.array(target_ms * (1 - hw_gap))) + fit.sigma_res * st.norm.ppf(hw_percentile / 100))
     d = (hw_true + retrain_sd * rng.standard_normal((sims, seeds))) - (pick + retrain_sd * rng.standard_normal((sims, seeds)))
-    shown = np.zeros(sims, dtype=bool)
-    for i in range(sims):
-        x = d[i][~forfeit[i]]
-        if x.size >= 2:
-            half = st.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-            shown[i] = x.mean() - half > 0
+    # the study's own interval (search_vs_random: paired_interval), over the seeds random search did not forfeit
+    shown = np.array([x.size >= 2 and mean_interval(x)[1] > 0 for x in (d[i][~forfeit[i]] for i in range(sims))])
     paired = ~forfeit
     gain = hw_true - pick[paired]
     sd_d = float(np.std(d[paired], ddof=1)) if paired.sum() > 1 else float("nan")
@@ -142,12 +139,13 @@ def space_latencies(config: str | None, overrides: Sequence[str], n: int, seed: 
     """Predicted latencies of ``n`` random architectures of the config's space on this machine."""
     from hwnas_darts.config import load_config
     from hwnas_darts.lut import obtain_model
+    from hwnas_darts.objective import _random_costs
     from hwnas_darts.space import SearchSpace
 
     cfg = load_config(config, list(overrides))
     space = SearchSpace.from_config(cfg)
     model, _, _ = obtain_model(cfg, space)
-    return np.array([model.predict(space.sample(seed=seed * 100_003 + i)) for i in range(n)])
+    return _random_costs(model, space, "latency", n, seed)  # the sample fit's latency targets come from
 
 
 def _floats(text: str, name: str) -> list[float]:
