@@ -19,7 +19,11 @@ latency term (the intensity and efficiency terms are the same in every form):
 * ``mnasnet``: ``CE - w(LAT)*log(LAT/LAT_t)`` with ``w = latency_weight_below`` at or below the
   target and ``latency_weight_above`` above it (MnasNet's two-sided exponent).
 
-For the target-seeking forms (``hinge``, ``mnasnet``) the score uses the two-sided exponent
+In the target-seeking forms (``hinge``, ``mnasnet``) ``LAT`` is, with ``argmax_latency`` (the
+default), the larger of the expectation and the predicted latency of the argmax network, with the
+expectation's gradient: a nearly decided distribution can average under the target while its most
+probable network, the one the run returns, misses it; the term then keeps pushing until the decision
+itself meets the target. For these forms the score uses the two-sided exponent
 too; for ``score`` and ``fbnet`` it uses ``latency_weight``. A weight of 0 drops its term; with
 every weight 0 the search is plain DARTS. With ``cost: macs`` MACs stand in for latency
 everywhere (the FLOPs-proxy baseline).
@@ -165,6 +169,13 @@ class HardwareObjective(nn.Module):
         exp = self.model.expected(probs)
         lat = exp["macs"] if c.cost == "macs" else exp["latency_ms"]
         lat = lat.to(ce.dtype)
+        mode_lat = None
+        lat_on = c.hinge_weight != 0 if c.form == "hinge" else (c.latency_weight_below != 0 or c.latency_weight_above != 0)
+        if c.argmax_latency and c.form in ("hinge", "mnasnet") and lat_on:
+            # the target binds the network the search returns: the argmax's own cost raises the
+            # term's value where it exceeds the expectation; the gradient is the expectation's
+            mode_lat = self.argmax_cost(probs)
+            lat = lat + (lat.detach().clamp_min(mode_lat) - lat.detach())
         ratio = lat / t.latency
         log_ratio = torch.log(ratio.clamp_min(1e-12))
         zero = ce.new_zeros(())
@@ -205,7 +216,15 @@ class HardwareObjective(nn.Module):
         }
         if "efficiency" in exp:
             details["expected_efficiency"] = exp["efficiency"].detach()
+        if mode_lat is not None:
+            details["argmax_" + ("macs" if c.cost == "macs" else "latency_ms")] = torch.tensor(mode_lat)
         return loss, details
+
+    def argmax_cost(self, probs: Sequence[torch.Tensor]) -> float:
+        """Predicted cost (ms, or MACs with ``cost: macs``) of the network of each layer's most
+        probable candidate - what derive checks against the target."""
+        arch = self.model.space.from_indices([int(p.detach().argmax()) for p in probs])
+        return float(self.model.counts(arch)["macs"]) if self.cfg.cost == "macs" else self.model.predict(arch)
 
 
 def log_score_terms(cfg: ObjectiveConfig, targets: Targets, latency: float, intensity: float, efficiency: float) -> dict[str, float]:

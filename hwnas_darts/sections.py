@@ -220,6 +220,10 @@ class ObjectiveConfig(Section):
     hinge_weight: float = Field(2.0, ge=0)
     fbnet_alpha: float = Field(0.2, ge=0)
     fbnet_beta: float = Field(0.6, ge=0)
+    # hinge / mnasnet: the latency the target constrains is the larger of the expected latency and
+    # the argmax network's predicted latency (the gradient stays the expectation's), so the search's
+    # decision meets the target, not only its average
+    argmax_latency: bool = True
 
 
 class DeriveConfig(Section):
