@@ -187,12 +187,14 @@ class HwnasDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, mode: str = "search", full_train: bool = True,
-                 image_size: int | None = None, holdout: int = 0, erase: float = 0.0):
+                 image_size: int | None = None, holdout: int = 0, erase: float = 0.0, augment: bool | None = None):
         super().__init__()
         if mode not in ("search", "retrain"):
             raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
         self.cfg, self.seed, self.mode, self.full_train = cfg, seed, mode, full_train
         self.image_size, self.holdout, self.erase = image_size, int(holdout), float(erase)
+        # the retraining's own augmentation switch (``retrain.augment``); None follows ``data.augment``
+        self.retrain_augment = cfg.augment if augment is None else bool(augment)
         self.arrays: ImageArrays | None = None
 
     def prepare_data(self) -> None:
@@ -235,9 +237,10 @@ class HwnasDataModule(pl.LightningDataModule):
         assert self.arrays is not None, "call setup() first"
         return self.arrays.mean, self.arrays.std
 
-    def _ds(self, x, y, augment: bool, erase: float = 0.0) -> ImageBatchDataset:
+    def _ds(self, x, y, augment: bool, erase: float = 0.0, setting: bool | None = None) -> ImageBatchDataset:
         a = self.arrays
-        return ImageBatchDataset(x, y, a.mean, a.std, augment=augment and self.cfg.augment,
+        on = self.cfg.augment if setting is None else setting
+        return ImageBatchDataset(x, y, a.mean, a.std, augment=augment and on,
                                  flip=a.info.flip, seed=self.seed, size=self.image_size, erase=erase)
 
     def weight_dataset(self, augment: bool = True) -> ImageBatchDataset:
@@ -250,7 +253,8 @@ class HwnasDataModule(pl.LightningDataModule):
 
     def retrain_dataset(self) -> ImageBatchDataset:
         a = self.arrays
-        return self._ds(take(a.train_x, self.retrain_idx), a.train_y[self.retrain_idx], True, self.erase)
+        return self._ds(take(a.train_x, self.retrain_idx), a.train_y[self.retrain_idx], True, self.erase,
+                        self.retrain_augment)
 
     def holdout_dataset(self) -> ImageBatchDataset:
         a = self.arrays

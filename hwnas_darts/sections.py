@@ -262,8 +262,18 @@ class RetrainConfig(Section):
     holdout: int = Field(0, ge=0, le=10**7)
     time_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
     random_erasing: float = Field(0.0, ge=0, le=1)
+    # random crop + flip for the retraining's batches; None follows data.augment (which the search uses)
+    augment: Optional[bool] = None
     warmup_fraction: float = Field(0.15, ge=0, lt=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _erasing_needs_augmentation(self):
+        if self.random_erasing and self.augment is False:
+            raise ValueError(f"retrain.random_erasing={self.random_erasing} erases rectangles of augmented batches, "
+                             "but retrain.augment=false turns augmentation off; set retrain.random_erasing=0 or "
+                             "retrain.augment=true")
+        return self
 
     @model_validator(mode="after")
     def _one_validation_split(self):

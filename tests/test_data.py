@@ -198,3 +198,26 @@ def test_retrain_holdout_is_kept_out_of_the_retraining():
     assert len(dm.holdout_dataloader().dataset) == 30 and not dm.holdout_dataloader().dataset.augment
     with pytest.raises(DataError, match="retrain.holdout=200 keeps every one"):
         HwnasDataModule(cfg, seed=0, mode="retrain", holdout=200).setup()
+
+
+@pytest.mark.parametrize("data_augment", [True, False])
+def test_the_retraining_has_its_own_augmentation_switch(data_augment):
+    """``retrain.augment`` decides the retraining batches' augmentation whatever ``data.augment`` (the
+    search's) says; None follows ``data.augment``; the search's datasets never see it."""
+    from hwnas_darts.config import RetrainConfig
+
+    cfg = DataConfig(dataset="synthetic", augment=data_augment, synthetic=SyntheticConfig(num_train=200, num_test=20))
+    for setting, want in ((None, data_augment), (True, True), (False, False)):
+        dm = HwnasDataModule(cfg, seed=0, mode="retrain", augment=setting)
+        dm.setup()
+        ds = dm.retrain_dataset()
+        assert ds.augment is want
+        x0 = ds.__getitems__(list(range(16)))[0]
+        x1 = ImageBatchDataset(ds.x, ds.y, *dm.normalization, augment=False).__getitems__(list(range(16)))[0]
+        assert torch.equal(x0, x1) is (not want)  # augmented batches differ from the plain ones
+        assert not dm.test_dataset().augment
+    search = HwnasDataModule(cfg, seed=0, mode="search", augment=False)
+    search.setup()
+    assert search.weight_dataset().augment is data_augment
+    with pytest.raises(ValueError, match="retrain.random_erasing=0.2 erases"):
+        RetrainConfig(augment=False, random_erasing=0.2)
