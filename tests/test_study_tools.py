@@ -82,9 +82,27 @@ def test_ground_truth_saved_and_reused_on_another_machine(tmp_path, monkeypatch)
     truth = json.loads((second / "ground_truth.json").read_text())["networks"]
     assert [t["test_accuracy"] for t in truth] == [0.81, 0.86, 0.77]
     assert [t["latency_ms_predicted"] for t in truth] == [Model().predict(a) for a in archs]
-    for bad, match in ((["retrain.epochs=3"], "recipe overrides"), (["--sample-seed", "6", "retrain.epochs=1"], "sample-seed")):
+    # the recorded recipe is compared resolved: other override strings that resolve to it pass, a changed
+    # setting (or a changed default) does not
+    aug = "retrain.augment=" + ("true" if load_config(TINY).data.augment else "false")
+    assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse", str(saved),
+                      "retrain.epochs=1", aug]) == 0
+    flipped = "retrain.augment=" + ("false" if load_config(TINY).data.augment else "true")
+    for bad, match in ((["retrain.epochs=3"], "retrain.epochs: the ground truth 1, this study 3"),
+                       (["retrain.epochs=1", flipped], "retrain.augment"),
+                       (["--sample-seed", "6", "retrain.epochs=1"], "sample-seed")):
         with pytest.raises(SystemExit, match=match):
             tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "-n", "3", "--reuse", str(saved), *bad])
+    # a file saved before recipes were recorded: the override strings must match, and it was retrained with augmentation
+    old = dict(rec)
+    old.pop("recipe")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    if load_config(TINY).data.augment:
+        assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse",
+                          str(tmp_path / "old.json"), "retrain.epochs=1"]) == 0
+    with pytest.raises(SystemExit, match="predates retrain.augment"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path / "y"), "-n", "3", "--sample-seed", "5", "--reuse",
+                   str(tmp_path / "old.json"), "retrain.epochs=1", "retrain.augment=false"])
     (tmp_path / "junk.json").write_text("{}")
     with pytest.raises(SystemExit, match="not a saved ground truth"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "--reuse", str(tmp_path / "junk.json")])
@@ -201,6 +219,16 @@ def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no tunas.json"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5",
                    "--baseline", str(tmp_path / "nowhere")])
+    # a ground truth retrained with another recipe than the study's: refused before anything runs
+    gt_tool = _load_tool("ground_truth")
+    from hwnas_darts.config import load_config
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / "ground_truth.json").write_text(json.dumps({"networks": [], "recipe": gt_tool.recipe(load_config(TINY, ["retrain.epochs=3"]))}))
+    with pytest.raises(SystemExit, match="retrain.epochs: the ground truth 3"):
+        tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5",
+                   "--ground-truth", str(gt)])
 
 
 def test_space_ranking_rankers_and_the_paired_difference():

@@ -15,20 +15,23 @@ the machine: ``--save FILE`` writes each network's architecture, retraining seed
 and the CPU it was trained on (no latency: that belongs to a machine), and ``--reuse FILE`` on
 another machine takes every network of the same sample, recipe and space from it instead of
 retraining, and predicts its latency with this machine's latency model. Networks the file lacks
-are retrained; ``--save`` again accumulates them.
+are retrained; ``--save`` again accumulates them. The resolved recipe (the ``retrain`` section,
+defaults included) is recorded in both files, and ``--reuse`` and ``search_vs_random.py
+--ground-truth`` refuse a ground truth retrained with another one (a file without a record
+predates ``retrain.augment`` and was retrained with augmentation: pass ``retrain.augment=true``).
 
 One retraining's test accuracy carries noise (about 0.2 points here) that caps how well any ranker
 can agree with it. ``--seeds 0,1`` retrains every network once per seed and takes the mean, and
 reports the pooled standard deviation of one retraining (the noise to put beside any tau); seeds
 already run, here or in a ``--reuse`` file, are not run again.
 
-    python tools/ground_truth.py --out runs/gt -n 30 retrain.epochs=3
-    python tools/ground_truth.py --out runs/gt -n 30 --shard 1/2 retrain.epochs=3   # a second process
+    python tools/ground_truth.py --out runs/gt -n 30 retrain.epochs=3 retrain.augment=true
+    python tools/ground_truth.py --out runs/gt -n 30 --shard 1/2 retrain.epochs=3 retrain.augment=true   # a second process
     python tools/ground_truth.py --out runs/gt --rank runs/study/seed0/hw0 runs/study/seed1/hw0
-    python tools/ground_truth.py --out runs/gt --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3
-    python tools/ground_truth.py --out runs/gt --reuse docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3
+    python tools/ground_truth.py --out runs/gt --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3 retrain.augment=true
+    python tools/ground_truth.py --out runs/gt --reuse docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3 retrain.augment=true
     python tools/ground_truth.py --out runs/gt --reuse docs/data/ground_truth_fashion_mnist_e3.json --seeds 0,1 \
-        --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3    # add a second seed everywhere
+        --save docs/data/ground_truth_fashion_mnist_e3.json retrain.epochs=3 retrain.augment=true    # add a second seed everywhere
 """
 
 from __future__ import annotations
@@ -65,7 +68,29 @@ SAVED_KEYS = ("arch", "seed", "test_accuracy", "macs", "params", "retrain_second
 FORMAT = "hwnas_darts ground truth v1"
 
 
-def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[str]) -> dict[tuple[str, int], dict[str, Any]]:
+def recipe(cfg) -> dict[str, Any]:
+    """The retraining recipe a ground truth's accuracies depend on, resolved (defaults included), so
+    that a changed default cannot pass for the same study: the ``retrain`` section with its
+    augmentation switch resolved against ``data.augment``."""
+    rc = cfg.retrain.model_dump()
+    rc["augment"] = cfg.data.augment if rc.get("augment") is None else bool(rc["augment"])
+    return {"retrain": rc}
+
+
+def recipe_problems(saved: dict[str, Any], cfg) -> list[str]:
+    """How ``cfg``'s retraining differs from the one a ground truth recorded. A file without a recipe
+    predates ``retrain.augment`` and was retrained with augmentation; only that is checked."""
+    here = recipe(cfg)["retrain"]
+    if "recipe" not in saved:
+        return [] if here["augment"] else ["the ground truth was retrained with augmentation (it predates "
+                                           "retrain.augment), this study without: add retrain.augment=true"]
+    there = saved["recipe"].get("retrain", {})
+    return [f"retrain.{k}: the ground truth {there.get(k)!r}, this study {here.get(k)!r}"
+            for k in sorted(set(here) | set(there)) if here.get(k) != there.get(k)]
+
+
+def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[str],
+               cfg=None) -> dict[tuple[str, int], dict[str, Any]]:
     """A saved ground truth's retrainings by (architecture, seed), checked against this study's space, sample and recipe."""
     try:
         saved = json.loads(path.read_text())
@@ -76,7 +101,10 @@ def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[
     problems = [f"{what}: the file has {have!r}, this study {want!r}"
                 for what, have, want in (("space", saved.get("space_id"), space_id),
                                          ("--sample-seed", saved.get("sample_seed"), sample_seed),
-                                         ("recipe overrides", saved.get("overrides"), list(overrides))) if have != want]
+                                         ("recipe overrides", saved.get("overrides"), list(overrides)))
+                if have != want and not (what == "recipe overrides" and "recipe" in saved)]
+    if cfg is not None:  # a file with a recorded recipe is matched on it, not on the override strings
+        problems += recipe_problems(saved, cfg)
     if problems:
         raise SystemExit(f"--reuse {path} belongs to another study ({'; '.join(problems)}): run with the file's "
                          f"settings or retrain without --reuse")
@@ -84,13 +112,14 @@ def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[
 
 
 def save(path: Path, rows: Sequence[dict[str, Any]], space_id: str, sample_seed: int, overrides: Sequence[str],
-         cfg_path: str | None, partial: Sequence[dict[str, Any]] = ()) -> None:
+         cfg_path: str | None, partial: Sequence[dict[str, Any]] = (), cfg=None) -> None:
     """Write the machine-independent part of a ground truth (see the module's doc) atomically: one
     entry per retraining (a network retrained with two seeds has two), those of networks still
     missing a seed (``partial``) included."""
     entries = [{k: r.get(k) for k in SAVED_KEYS} for r in [*(r for row in rows for r in row["retrainings"]), *partial]]
     atomic_write_json(path, {"format": FORMAT, "config": cfg_path or "default", "space_id": space_id,
-                             "sample_seed": sample_seed, "overrides": list(overrides), "retrainings": entries})
+                             "sample_seed": sample_seed, "overrides": list(overrides),
+                             **({"recipe": recipe(cfg)} if cfg is not None else {}), "retrainings": entries})
 
 
 def retrain_sd(rows: Sequence[dict[str, Any]]) -> tuple[float | None, int]:
@@ -127,7 +156,7 @@ def build(out: Path, cfg_path: str | None, n: int, sample_seed: int, overrides: 
     cfg = load_config(cfg_path, list(overrides))
     space = SearchSpace.from_config(cfg)
     seeds = list(seeds) if seeds else [cfg.seed]
-    saved = load_saved(reuse, space.space_id, sample_seed, overrides) if reuse is not None else {}
+    saved = load_saved(reuse, space.space_id, sample_seed, overrides, cfg) if reuse is not None else {}
     model = None
     truth = GroundTruth([], [], [], space.space_id)
     for i, arch in enumerate(space.sample_unique(n, seed=sample_seed)):
@@ -222,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     sd, dof = retrain_sd(truth)
     atomic_write_json(out / "ground_truth.json", {"n": args.n, "sample_seed": args.sample_seed, "finished": len(truth),
                                                    "seeds": seeds, "retrain_sd": sd, "retrain_sd_dof": dof,
-                                                   "overrides": args.fit_overrides, "networks": truth,
+                                                   "overrides": args.fit_overrides,
+                                                   "recipe": recipe(load_config(args.config, list(args.fit_overrides))),
+                                                   "networks": truth,
                                                    "missing": gt.missing})
     if args.save:
-        save(Path(args.save), truth, gt.space_id, args.sample_seed, args.fit_overrides, args.config, gt.partial)
+        save(Path(args.save), truth, gt.space_id, args.sample_seed, args.fit_overrides, args.config, gt.partial,
+             load_config(args.config, list(args.fit_overrides)))
         print(f"saved {len(truth)} networks ({len(gt.partial)} more retrainings of networks still missing a seed) to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
     reused = sum(1 for t in truth if reuse is not None and t["dir"] == str(reuse))

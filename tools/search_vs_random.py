@@ -23,7 +23,7 @@ Output: ``OUT/tunas.json`` and ``OUT/tunas.md`` (per target: paired differences 
 intervals, wins, forfeits, percentiles). Finished runs are reused, so the command resumes.
 
     python tools/search_vs_random.py --out runs/tunas --seeds 0,1,2,3,4 --targets 0.1,0.3,0.5 \\
-        --ground-truth runs/gt retrain.epochs=3
+        --ground-truth runs/gt retrain.epochs=3 retrain.augment=true
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare_search import run_fit, short_train_accuracy  # noqa: E402
-from ground_truth import rank  # noqa: E402
+from ground_truth import rank, recipe_problems  # noqa: E402
 
 from hwnas_darts.config import load_config  # noqa: E402
 from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
@@ -207,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     model, table, _ = obtain_model(cfg, space)
     truth = None
     if args.ground_truth:
-        truth = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())["networks"]
+        gt = json.loads((Path(args.ground_truth) / "ground_truth.json").read_text())
+        problems = recipe_problems(gt, cfg)
+        if problems:
+            raise SystemExit(f"--ground-truth {args.ground_truth} was retrained with another recipe than this study's "
+                             f"({'; '.join(problems)}): percentiles would compare different trainings; pass the "
+                             "ground truth's recipe as overrides")
+        truth = gt["networks"]
     missing: list[str] | None = [] if args.report else None
     records = []
     contended: list[str] = []
