@@ -84,22 +84,24 @@ def test_ground_truth_saved_and_reused_on_another_machine(tmp_path, monkeypatch)
     assert [t["latency_ms_predicted"] for t in truth] == [Model().predict(a) for a in archs]
     # the recorded recipe is compared resolved: other override strings that resolve to it pass, a changed
     # setting (or a changed default) does not
-    aug = "retrain.augment=" + ("true" if load_config(TINY).data.augment else "false")
+    resolved = tool.recipe(load_config(TINY, ["retrain.epochs=1"]))["retrain"]["augment"]
+    aug = "retrain.augment=" + ("true" if resolved else "false")
     assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse", str(saved),
                       "retrain.epochs=1", aug]) == 0
-    flipped = "retrain.augment=" + ("false" if load_config(TINY).data.augment else "true")
+    flipped = "retrain.augment=" + ("false" if resolved else "true")
     for bad, match in ((["retrain.epochs=3"], "retrain.epochs: the ground truth 1, this study 3"),
                        (["retrain.epochs=1", flipped], "retrain.augment"),
                        (["--sample-seed", "6", "retrain.epochs=1"], "sample-seed")):
         with pytest.raises(SystemExit, match=match):
             tool.main(["--config", str(TINY), "--out", str(tmp_path / "x"), "-n", "3", "--reuse", str(saved), *bad])
     # a file saved before recipes were recorded: the override strings must match, and it was retrained with augmentation
-    old = dict(rec)
+    old = dict(rec, overrides=["retrain.epochs=1", "retrain.augment=true"])
     old.pop("recipe")
     (tmp_path / "old.json").write_text(json.dumps(old))
-    if load_config(TINY).data.augment:
-        assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse",
-                          str(tmp_path / "old.json"), "retrain.epochs=1"]) == 0
+    assert tool.main(["--config", str(TINY), "--out", str(second), "-n", "3", "--sample-seed", "5", "--reuse",
+                      str(tmp_path / "old.json"), "retrain.epochs=1", "retrain.augment=true"]) == 0
+    old["overrides"] = ["retrain.epochs=1", "retrain.augment=false"]  # even with matching strings
+    (tmp_path / "old.json").write_text(json.dumps(old))
     with pytest.raises(SystemExit, match="predates retrain.augment"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path / "y"), "-n", "3", "--sample-seed", "5", "--reuse",
                    str(tmp_path / "old.json"), "retrain.epochs=1", "retrain.augment=false"])
