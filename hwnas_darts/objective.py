@@ -158,11 +158,16 @@ class HardwareObjective(nn.Module):
                               "(hardware.probe=true, or `python -m hwnas_darts.lut probe`)")
 
     @property
+    def latency_on(self) -> bool:
+        """Whether this form's latency term has a non-zero weight."""
+        c = self.cfg
+        return {"score": c.latency_weight != 0, "fbnet": c.fbnet_alpha != 0, "hinge": c.hinge_weight != 0,
+                "mnasnet": c.latency_weight_below != 0 or c.latency_weight_above != 0}[c.form]
+
+    @property
     def active(self) -> bool:
         c = self.cfg
-        lat_on = {"score": c.latency_weight != 0, "fbnet": c.fbnet_alpha != 0, "hinge": c.hinge_weight != 0,
-                  "mnasnet": c.latency_weight_below != 0 or c.latency_weight_above != 0}[c.form]
-        return lat_on or c.intensity_weight != 0 or c.efficiency_weight != 0
+        return self.latency_on or c.intensity_weight != 0 or c.efficiency_weight != 0
 
     def forward(self, ce: torch.Tensor, probs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c, t = self.cfg, self.targets
@@ -170,8 +175,7 @@ class HardwareObjective(nn.Module):
         lat = exp["macs"] if c.cost == "macs" else exp["latency_ms"]
         lat = lat.to(ce.dtype)
         mode_lat = None
-        lat_on = c.hinge_weight != 0 if c.form == "hinge" else (c.latency_weight_below != 0 or c.latency_weight_above != 0)
-        if c.argmax_latency and c.form in ("hinge", "mnasnet") and lat_on:
+        if c.argmax_latency and c.form in ("hinge", "mnasnet") and self.latency_on:
             # the target binds the network the search returns: the argmax's own cost raises the
             # term's value where it exceeds the expectation; the gradient is the expectation's
             mode_lat = self.argmax_cost(probs)

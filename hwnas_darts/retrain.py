@@ -420,7 +420,7 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     rc = ctx.cfg.retrain
     full = rc.full_train
     dm = HwnasDataModule(ctx.cfg.data, ctx.cfg.seed, mode="retrain", full_train=full, image_size=image_size,
-                         holdout=rc.holdout, erase=rc.random_erasing, augment=rc.augment)
+                         holdout=rc.holdout, erase=rc.random_erasing, augment=ctx.cfg.retrain_augment())
     # built before the data and the step choice, as always: the network's initial weights keep their place in
     # the seeded random stream; the chosen memory format is applied to it afterwards
     module = RetrainModule(ctx.space, ctx.arch, rc, ctx.cfg.trainer.fixed_channels_last())

@@ -72,9 +72,7 @@ def recipe(cfg) -> dict[str, Any]:
     """The retraining recipe a ground truth's accuracies depend on, resolved (defaults included), so
     that a changed default cannot pass for the same study: the ``retrain`` section with its
     augmentation switch resolved against ``data.augment``."""
-    rc = cfg.retrain.model_dump()
-    rc["augment"] = cfg.data.augment if rc.get("augment") is None else bool(rc["augment"])
-    return {"retrain": rc}
+    return {"retrain": dict(cfg.retrain.model_dump(), augment=cfg.retrain_augment())}
 
 
 def recipe_problems(saved: dict[str, Any], cfg) -> list[str]:
@@ -98,12 +96,11 @@ def load_saved(path: Path, space_id: str, sample_seed: int, overrides: Sequence[
         raise SystemExit(f"--reuse {path}: cannot read it ({exc}); pass a file written by --save") from exc
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise SystemExit(f"--reuse {path}: not a saved ground truth (no format {FORMAT!r}); pass a file written by --save")
-    problems = [f"{what}: the file has {have!r}, this study {want!r}"
-                for what, have, want in (("space", saved.get("space_id"), space_id),
-                                         ("--sample-seed", saved.get("sample_seed"), sample_seed),
-                                         ("recipe overrides", saved.get("overrides"), list(overrides)))
-                if have != want and not (what == "recipe overrides" and "recipe" in saved)]
-    if cfg is not None:  # a file with a recorded recipe is matched on it, not on the override strings
+    checks = [("space", saved.get("space_id"), space_id), ("--sample-seed", saved.get("sample_seed"), sample_seed)]
+    if "recipe" not in saved:  # a file with a recorded recipe is matched on it, not on the override strings
+        checks.append(("recipe overrides", saved.get("overrides"), list(overrides)))
+    problems = [f"{what}: the file has {have!r}, this study {want!r}" for what, have, want in checks if have != want]
+    if cfg is not None:
         problems += recipe_problems(saved, cfg)
     if problems:
         raise SystemExit(f"--reuse {path} belongs to another study ({'; '.join(problems)}): run with the file's "
@@ -245,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if reuse is not None and not reuse.is_file():
         raise SystemExit(f"--reuse {reuse}: no such file (write one with --save on a machine that has the runs)")
     gt = build(out, args.config, args.n, args.sample_seed, args.fit_overrides, args.report, shard, reuse, seeds)
+    cfg = load_config(args.config, list(args.fit_overrides))
     truth = gt.rows
     if not truth:
         raise SystemExit(f"no finished ground-truth run under {out}")
@@ -252,12 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out / "ground_truth.json", {"n": args.n, "sample_seed": args.sample_seed, "finished": len(truth),
                                                    "seeds": seeds, "retrain_sd": sd, "retrain_sd_dof": dof,
                                                    "overrides": args.fit_overrides,
-                                                   "recipe": recipe(load_config(args.config, list(args.fit_overrides))),
+                                                   "recipe": recipe(cfg),
                                                    "networks": truth,
                                                    "missing": gt.missing})
     if args.save:
-        save(Path(args.save), truth, gt.space_id, args.sample_seed, args.fit_overrides, args.config, gt.partial,
-             load_config(args.config, list(args.fit_overrides)))
+        save(Path(args.save), truth, gt.space_id, args.sample_seed, args.fit_overrides, args.config, gt.partial, cfg)
         print(f"saved {len(truth)} networks ({len(gt.partial)} more retrainings of networks still missing a seed) to {args.save}")
     accs = sorted(t["test_accuracy"] for t in truth)
     reused = sum(1 for t in truth if reuse is not None and t["dir"] == str(reuse))
