@@ -112,8 +112,12 @@ def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
         rows = len(space.all_keys())
         lut = rows * (hw.min_run_time + 0.2) + _network_measurement_s(ctx, hw.calibration_archs + hw.validation_archs)
     n_exports = int(cfg.export.torchscript) + int(cfg.export.program) + int(cfg.export.onnx)
-    return {"lut": lut, "search": 0.0 if ctx.fixed_arch else search, "derive": derive, "retrain": retrain,
-            "profile": _network_measurement_s(ctx, 1) + 5.0, "export": EXPORT_S * n_exports}
+    est = {"lut": lut, "search": 0.0 if ctx.fixed_arch else search, "derive": derive, "retrain": retrain,
+           "profile": _network_measurement_s(ctx, 1) + 5.0, "export": EXPORT_S * n_exports}
+    if r.run_budget_minutes:  # the retraining gets what the other stages leave of the run's budget
+        others = sum(v for k, v in est.items() if k != "retrain")
+        est["retrain"] = max(0.0, min(retrain, r.run_budget_minutes * 60 - others))
+    return est
 
 
 def format_estimate(est: dict[str, float]) -> str:

@@ -231,6 +231,16 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                       "Set `trainer.channels_last` / `trainer.precision` to a value to override.", ""]
         else:
             lines += [f"Training step: {label} (set in the config; `auto` times the alternatives on this device).", ""]
+    plan = m.get("retrain_plan")
+    if plan:
+        binding = plan.get("binding") or "retrain.time_budget_minutes"
+        spent = plan.get("run_budget") if binding == "retrain.run_budget_minutes" else None
+        lines += [f"Retraining schedule: **{plan['epochs']} epochs** (at most {plan['max_epochs']}): `{binding}` left "
+                  f"{_fmt((plan.get('budget_s') or 0) / 60, 3)} min"
+                  + (f" (the stages before it took {_fmt(spent['spent_s'] / 60, 3)} min, those after it were "
+                     f"estimated at {_fmt(spent['after_s'] / 60, 2)} min)" if spent else "")
+                  + (f", and one epoch was probed at {_fmt(plan['epoch_s'], 3)} s here" if plan.get("epoch_s") else "")
+                  + " (8 % kept for drift and checkpoints).", ""]
     hist = ctx.get("retrain_history") or []
     kind, pts = accuracy_curve(hist)
     if pts:
@@ -286,6 +296,12 @@ def collect_metrics(ctx: "RunContext", references: dict[str, Any] | None = None)
         measured = st.data.get("retrain_step") or {}
         m["retrain_step"] = {**step, **({k: measured[k] for k in ("device", "threads", "batch_size", "ms_per_step")
                                         if k in measured} if step.get("chosen_by") == "measured" else {})}
+    plan = st.data.get("retrain_plan")
+    if plan and plan.get("arch") == ctx.arch.to_string():
+        m["retrain_plan"] = {k: plan.get(k) for k in ("epochs", "max_epochs", "binding", "budget_s", "run_budget")}
+        m["retrain_plan"]["epoch_s"] = (plan.get("probe") or {}).get("epoch_s")
+        if m["retrain_plan"]["budget_s"] is None and plan.get("budget_minutes"):  # a plan of an older run
+            m["retrain_plan"]["budget_s"] = plan["budget_minutes"] * 60
     history = st.get("retrain", "history") or []
     kind, curve = accuracy_curve(history)
     if kind == HELD_OUT:

@@ -229,17 +229,35 @@ def probe_epoch_seconds(network: nn.Module, loader, steps: int, channels_last: b
     step_s = sgd_step_seconds(net, itertools.islice(itertools.cycle(loader), probe_steps + 2), channels_last,
                               untimed=2, momentum=0.9)
     x, _ = next(iter(loader))
-    val_s = 0.0
-    if holdout:
-        net.eval()
-        xb = x[:1].expand(min(eval_batch, holdout), *x.shape[1:]).contiguous()
-        with torch.no_grad():
-            net(xb)
-            t0 = time.perf_counter()
-            net(xb)
-        val_s = (time.perf_counter() - t0) * holdout / len(xb)
+    net.eval()
+    xb = x[:1].expand(min(eval_batch, holdout) if holdout else eval_batch, *x.shape[1:]).contiguous()
+    with torch.no_grad():
+        net(xb)
+        t0 = time.perf_counter()
+        net(xb)
+    image_s = (time.perf_counter() - t0) / len(xb)
+    val_s = image_s * holdout
     train_s = (step_s + STEP_OVERHEAD_S) * steps
-    return {"step_s": step_s, "train_s": train_s, "val_s": val_s, "epoch_s": train_s + val_s}
+    return {"step_s": step_s, "train_s": train_s, "val_s": val_s, "epoch_s": train_s + val_s, "eval_image_s": image_s}
+
+
+#: seconds kept for writing the report after the last stage that measures
+REPORT_S = 10.0
+
+
+def run_budget_left(ctx: "RunContext", probe: dict[str, float], test_images: int) -> dict[str, float]:
+    """What ``retrain.run_budget_minutes`` leaves the retraining: the budget, less the seconds the
+    run's finished stages took (state.json, so a resumed run counts what it spent before), less an
+    estimate of the work after the training (testing ``test_images`` at the probe's forward speed,
+    profile, export, report)."""
+    from .estimate import EXPORT_S, _network_measurement_s
+
+    spent = sum(float(st.get("seconds", 0.0)) for st in ctx.state.data["stages"].values() if st.get("done"))
+    ex = ctx.cfg.export
+    after = (test_images * probe.get("eval_image_s", 0.0) + _network_measurement_s(ctx, 1) + 5.0
+             + EXPORT_S * (int(ex.torchscript) + int(ex.program) + int(ex.onnx)) + REPORT_S)
+    left = ctx.cfg.retrain.run_budget_minutes * 60 - spent - after
+    return {"spent_s": round(spent, 1), "after_s": round(after, 1), "left_s": round(left, 1)}
 
 
 #: bf16 autocast changes the training's arithmetic, so it must beat the fastest fp32 step by this much
@@ -375,26 +393,42 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
     ``retrain.epochs``) as fit in the budget, from a probe of this network on rank 0 (shared with
     every rank, and kept in state.json so a resumed run keeps its schedule)."""
     rc = ctx.cfg.retrain
-    if not rc.time_budget_minutes:
+    if not (rc.time_budget_minutes or rc.run_budget_minutes):
         return rc.epochs
     plan = None
     if ctx.leader:  # followers touch no files: rank 0 decides (or reloads its decision) and shares it
         plan = ctx.state.data.get("retrain_plan")
-        if plan is None or plan.get("arch") != ctx.arch.to_string() or plan.get("budget_minutes") != rc.time_budget_minutes:
+        if (plan is None or plan.get("arch") != ctx.arch.to_string() or plan.get("budget_minutes") != rc.time_budget_minutes
+                or plan.get("run_budget_minutes") != rc.run_budget_minutes):
             loader = dm.train_dataloader()
             steps = rc.steps_per_epoch or -(-len(loader) // max(ctx.ranks.world, 1))
             with torch.random.fork_rng(devices=[]):  # the probe must not shift the training's random stream
                 probe = probe_epoch_seconds(module.network, loader, steps, module.channels_last, rc.holdout,
                                             ctx.cfg.data.eval_batch_size)
+            budgets = {}  # seconds each budget leaves the retraining
+            if rc.time_budget_minutes:
+                budgets["retrain.time_budget_minutes"] = rc.time_budget_minutes * 60
+            run_left = None
+            if rc.run_budget_minutes:
+                test_images = len(dm.arrays.test_y) if getattr(dm, "arrays", None) is not None else 0
+                run_left = run_budget_left(ctx, probe, test_images)
+                budgets["retrain.run_budget_minutes"] = run_left["left_s"]
+            binding = min(budgets, key=budgets.get)
+            seconds = budgets[binding]
             # 8 % for the machine's drift and the checkpoints
-            fit = int(rc.time_budget_minutes * 60 / (probe["epoch_s"] * 1.08))
-            plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes, "max_epochs": rc.epochs,
+            fit = int(max(seconds, 0.0) / (probe["epoch_s"] * 1.08))
+            plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes,
+                    "run_budget_minutes": rc.run_budget_minutes, "run_budget": run_left, "binding": binding,
+                    "budget_s": round(seconds, 1), "max_epochs": rc.epochs,
                     "epochs": max(1, min(rc.epochs, fit)), "probe": {k: round(v, 4) for k, v in probe.items()}}
-            _logger.info("retraining time budget %.1f min: one epoch ~%.0f s here, so %d epochs (at most %d)",
-                         rc.time_budget_minutes, probe["epoch_s"], plan["epochs"], rc.epochs)
+            why = (f"{binding}={getattr(rc, binding.split('.')[1]):g} leaves {seconds / 60:.1f} min"
+                   + (f" (stages so far {run_left['spent_s'] / 60:.1f} min, after the training ~{run_left['after_s'] / 60:.1f} min)"
+                      if binding == "retrain.run_budget_minutes" else ""))
+            _logger.info("retraining time budget: %s; one epoch ~%.0f s here, so %d epochs (at most %d)",
+                         why, probe["epoch_s"], plan["epochs"], rc.epochs)
             if fit < 1:
-                _logger.warning("one epoch (~%.0f s) does not fit in retrain.time_budget_minutes=%g; training 1 epoch",
-                                probe["epoch_s"], rc.time_budget_minutes)
+                _logger.warning("one epoch (~%.0f s) does not fit: %s; training 1 epoch (raise the budget, or lower "
+                                "the cost of the stages before the retraining)", probe["epoch_s"], why)
             ctx.state.data["retrain_plan"] = plan
             ctx.state.save()
     plan = ctx.ranks.share("retrain-plan", plan)

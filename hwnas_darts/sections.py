@@ -261,6 +261,10 @@ class RetrainConfig(Section):
     full_train: bool = True
     holdout: int = Field(0, ge=0, le=10**7)
     time_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
+    # the whole run's budget: the retraining gets what the stages before it (latency table, search, derive)
+    # left of it, less an estimate of the stages after it (test, profile, export, report); with
+    # time_budget_minutes as well, the smaller of the two. For a machine that must first build its table
+    run_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
     random_erasing: float = Field(0.0, ge=0, le=1)
     # random crop + flip for the retraining's batches (None: as data.augment, which the search uses). Off
     # by default: the default 5-epoch schedule ends underfitted, and 5 epochs without it reached 1.2

@@ -220,12 +220,16 @@ def test_quality_config_runs_its_first_steps_at_tiny_shapes(tmp_path):
     hist = state["stages"]["retrain"]["history"]
     plan = state["retrain_plan"]  # two 3-step epochs fit in 10 minutes many times over: capped at retrain.epochs
     assert plan["epochs"] == 2 and plan["max_epochs"] == 2 and plan["probe"]["step_s"] > 0 and plan["probe"]["val_s"] > 0
+    # the config's whole-run budget leaves far more than 10 minutes, so the retraining's own budget binds
+    assert plan["binding"] == "retrain.time_budget_minutes" and plan["run_budget"]["left_s"] > 600
+    assert m["retrain_plan"]["epochs"] == 2 and m["retrain_plan"]["binding"] == "retrain.time_budget_minutes"
     assert [h["epoch"] for h in hist] == [0, 1] and state["stages"]["retrain"]["epochs"] == 2
     assert all(0 <= h["retrain/val_acc"] <= 1 and h["seconds"] > 0 for h in hist)
     assert hist[1]["seconds"] > hist[0]["seconds"]
     assert m["holdout_accuracy"] == hist[-1]["retrain/val_acc"] and set(m["time_to_accuracy_s"]) == {"0.9", "0.93", "0.939"}
     assert (out / "plots" / "time_to_accuracy.png").is_file()
-    assert "### Time to accuracy" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "### Time to accuracy" in report and "Retraining schedule: **2 epochs** (at most 2)" in report
 
 
 def test_bf16_training_exports_an_fp32_model_that_matches_the_trained_network(tmp_path, tiny_space):

@@ -45,6 +45,46 @@ def test_epochs_fit_the_budget(tmp_path, monkeypatch, epoch_s, budget, max_epoch
     assert len(calls) == 2
 
 
+def test_the_run_budget_leaves_the_retraining_what_the_other_stages_did_not_spend(tmp_path, monkeypatch, caplog):
+    """retrain.run_budget_minutes: the seconds the finished stages took (state.json) and an estimate of
+    the stages after the training come off the run's budget; with a time budget too the smaller binds."""
+    calls = []
+
+    def probe(*args, **kw):
+        calls.append(1)
+        return {"step_s": 0.1, "train_s": 60.0, "val_s": 0.0, "epoch_s": 60.0, "eval_image_s": 0.001}
+
+    monkeypatch.setattr(retrain, "probe_epoch_seconds", probe)
+    ctx = _ctx(tmp_path, ["retrain.run_budget_minutes=30", "retrain.epochs=100"])
+    ctx.state.mark("lut", 500.0)
+    ctx.state.mark("search", 300.0)
+    ctx.state.mark("derive", 100.0)
+    dm = SimpleNamespace(train_dataloader=lambda: [0] * 100, arrays=SimpleNamespace(test_y=[0] * 10000))
+    module = SimpleNamespace(network=None, channels_last=True)
+    left = retrain.run_budget_left(ctx, probe(), 10000)
+    calls.clear()
+    assert left["spent_s"] == 900.0
+    after = left["after_s"]  # testing 10,000 images at 1 ms, profile, export, report
+    assert 10.0 + retrain.REPORT_S < after < 120.0
+    assert left["left_s"] == pytest.approx(1800 - 900 - after)
+    expected = int((1800 - 900 - after) / (60.0 * 1.08))
+    assert retrain.plan_epochs(ctx, module, dm) == expected
+    plan = RunState.load(tmp_path).data["retrain_plan"]
+    assert plan["binding"] == "retrain.run_budget_minutes" and plan["epochs"] == expected
+    # a resumed run keeps its plan even though its stages' seconds would now count the retraining's too
+    ctx.state = RunState.load(tmp_path)
+    assert retrain.plan_epochs(ctx, module, dm) == expected and len(calls) == 1
+    # a tighter retraining budget binds instead
+    ctx.cfg = load_config(None, ["retrain.run_budget_minutes=30", "retrain.time_budget_minutes=5", "retrain.epochs=100"])
+    assert retrain.plan_epochs(ctx, module, dm) == 4 and len(calls) == 2
+    assert RunState.load(tmp_path).data["retrain_plan"]["binding"] == "retrain.time_budget_minutes"
+    # stages that spent the whole budget: one epoch, and a warning that says so
+    ctx.cfg = load_config(None, ["retrain.run_budget_minutes=10", "retrain.epochs=100"])
+    with caplog.at_level("WARNING", logger="hwnas_darts.fit"):
+        assert retrain.plan_epochs(ctx, module, dm) == 1
+    assert "does not fit" in caplog.text and "run_budget_minutes=10" in caplog.text
+
+
 def test_no_budget_means_the_configured_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(retrain, "probe_epoch_seconds", lambda *a, **k: pytest.fail("no probe without a budget"))
     ctx = _ctx(tmp_path, ["retrain.epochs=7"])
