@@ -240,8 +240,11 @@ def time_to_accuracy(history: Sequence[dict[str, Any]], level: float) -> float |
 
 
 def plot_time_to_accuracy(curves: dict[str, Sequence[dict[str, Any]]], path: Path,
-                          levels: Sequence[float] = (0.93,), title: str = "accuracy against retraining time") -> Path | None:
-    """Accuracy against wall-clock minutes of retraining, one line per run (``label -> history``)."""
+                          levels: Sequence[float] = (0.93,), title: str = "accuracy against retraining time",
+                          offsets: dict[str, float] | None = None) -> Path | None:
+    """Accuracy against wall-clock minutes of retraining, one line per run (``label -> history``);
+    with ``offsets`` (label -> seconds the run spent before its retraining) against minutes since
+    the run started, each line beginning where its retraining did."""
     drawn = {k: accuracy_curve(h) for k, h in curves.items()}
     drawn = {k: v for k, v in drawn.items() if v[1]}
     if not drawn:
@@ -250,13 +253,17 @@ def plot_time_to_accuracy(curves: dict[str, Sequence[dict[str, Any]]], path: Pat
     kinds = set()
     for name, (kind, pts) in drawn.items():
         kinds.add(kind)
-        ax.plot([t / 60 for t, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
+        off = (offsets or {}).get(name, 0.0)
+        line, = ax.plot([(off + t) / 60 for t, _ in pts], [a for _, a in pts], marker="o", ms=3, label=name)
+        if offsets is not None:
+            ax.axvline(off / 60, color=line.get_color(), lw=0.8, ls=":")
     lo = min(a for _, pts in drawn.values() for _, a in pts)
     for lv in levels:
         if lv >= lo:
             ax.axhline(lv, color="grey", lw=0.8, ls="--")
             ax.annotate(f"{100 * lv:.1f} %", (0, lv), xytext=(2, 2), textcoords="offset points", fontsize=7, color="grey")
-    ax.set_xlabel("retraining wall-clock (minutes)")
+    ax.set_xlabel("minutes since the run started (dotted: its retraining starts)" if offsets is not None
+                  else "retraining wall-clock (minutes)")
     ax.set_ylabel(" / ".join(sorted(kinds)) + " accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)

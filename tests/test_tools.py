@@ -379,12 +379,26 @@ def test_time_to_accuracy_curves_and_table(tmp_path, capsys):
     lines = [l for l in text.splitlines() if l.startswith("| found") or l.startswith("| b ")]
     assert "| 0.9400 |" in lines[0] and lines[0].rstrip().endswith("| 3.0 | not reached |")
     assert lines[1].rstrip().endswith("| not reached | not reached |")
+    # --whole-run: the stages before the retraining come first; --before charges a --arch retraining
+    # another run's stages (here run a's 600 s of table, search and derive)
+    st = json.loads((tmp_path / "a" / "state.json").read_text())
+    st["stages"].update(lut={"done": True, "seconds": 400.0}, search={"done": True, "seconds": 150.0},
+                        derive={"done": True, "seconds": 50.0})
+    (tmp_path / "a" / "state.json").write_text(json.dumps(st))
+    assert tool.main([f"found={tmp_path / 'a'}", f"again={tmp_path / 'b'}", "--out", str(out), "--levels", "0.93",
+                      "--whole-run", f"--before=again={tmp_path / 'a'}"]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| found") or l.startswith("| again")]
+    assert "| 10.0 | 5.0 |" in rows[0] and rows[0].rstrip().endswith("| 13.0 |")  # 600 s before, 0.93 after 180 s more
+    assert "| 10.0 | 5.0 |" in rows[1]
     empty = tmp_path / "c"
     empty.mkdir()
     import pytest
 
     with pytest.raises(SystemExit, match="no state.json"):
         tool.main([str(empty)])
+    with pytest.raises(SystemExit):  # --before names no run
+        tool.main([f"found={tmp_path / 'a'}", "--whole-run", f"--before=nobody={tmp_path / 'a'}"])
+    assert "LABEL one of the runs' labels" in capsys.readouterr().err
 
 
 def test_side_by_side_references_reach_the_run_report(tiny_run, tmp_path):
