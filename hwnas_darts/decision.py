@@ -50,7 +50,8 @@ def tied_layers(probs: Sequence[torch.Tensor], margin: float) -> list[int]:
     out = []
     for i, p in enumerate(probs):
         if len(p) > 1:
-            a, b = _top_two(p.detach())
+            p = p.detach()
+            a, b = _top_two(p)
             if float(p[a] - p[b]) <= margin:
                 out.append(i)
     return out
