@@ -68,10 +68,11 @@ class Config(Section):
     logger: LoggerConfig = Field(default_factory=LoggerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
-    def retrain_augment(self) -> bool:
-        """Whether the retraining's batches are cropped and flipped: ``retrain.augment``, or
-        ``data.augment`` (the search's) where it is None."""
-        return self.data.augment if self.retrain.augment is None else bool(self.retrain.augment)
+    def retrain_augment(self) -> bool | str:
+        """How the retraining's batches are augmented: True (cropped and flipped), ``"flip"`` (flipped
+        only), False; ``retrain.augment``, or ``data.augment`` (the search's) where it is None."""
+        a = self.retrain.augment
+        return self.data.augment if a is None else a if a == "flip" else bool(a)
 
     def run_dir(self) -> Path:
         """The run directory: ``out`` if set, else ``runs/<name>``."""

@@ -47,7 +47,7 @@ class ImageBatchDataset(Dataset):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  augment: bool = False, flip: bool = False, seed: int = 0, size: int | None = None,
-                 erase: float = 0.0):
+                 erase: float = 0.0, crop: bool = True):
         self.resize_to = None
         if size is not None and size != x.shape[-1]:
             if isinstance(x, DiskImages):  # disk-backed: each batch is resized as it is read
@@ -57,7 +57,7 @@ class ImageBatchDataset(Dataset):
         self.x, self.y = x, y
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.augment, self.flip, self.seed, self.erase = augment, flip, seed, float(erase)
+        self.augment, self.flip, self.seed, self.erase, self.crop = augment, flip, seed, float(erase), crop
         self.pad = max(1, (self.resize_to or x.shape[-1]) // 8)
 
     def __len__(self) -> int:
@@ -85,15 +85,16 @@ class ImageBatchDataset(Dataset):
 
     def _augment(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, c, h, w = x.shape
-        p = self.pad
-        padded = F.pad(x, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
-        rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
-        bi = torch.arange(b)[:, None, None, None]
-        ci = torch.arange(c)[None, :, None, None]
-        x = padded[bi, ci, rows, cols]
+        if self.crop:
+            p = self.pad
+            padded = F.pad(x, (p, p, p, p))
+            oy = torch.randint(0, 2 * p + 1, (b,), generator=g)
+            ox = torch.randint(0, 2 * p + 1, (b,), generator=g)
+            rows = (oy[:, None] + torch.arange(h))[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
+            bi = torch.arange(b)[:, None, None, None]
+            ci = torch.arange(c)[None, :, None, None]
+            x = padded[bi, ci, rows, cols]
         if self.flip:
             flip = torch.rand(b, generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -187,14 +188,18 @@ class HwnasDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, mode: str = "search", full_train: bool = True,
-                 image_size: int | None = None, holdout: int = 0, erase: float = 0.0, augment: bool | None = None):
+                 image_size: int | None = None, holdout: int = 0, erase: float = 0.0, augment: bool | str | None = None):
         super().__init__()
         if mode not in ("search", "retrain"):
             raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
         self.cfg, self.seed, self.mode, self.full_train = cfg, seed, mode, full_train
         self.image_size, self.holdout, self.erase = image_size, int(holdout), float(erase)
-        # the retraining's own augmentation switch (``retrain.augment``); None follows ``data.augment``
+        # the retraining's own augmentation switch (``retrain.augment``); None follows ``data.augment``;
+        # "flip": flipped, not cropped
+        if augment is not None and not isinstance(augment, bool) and augment != "flip":
+            raise ValueError(f"augment must be true, false, 'flip' or None, got {augment!r}")
         self.retrain_augment = cfg.augment if augment is None else bool(augment)
+        self.retrain_crop = augment != "flip"
         self.arrays: ImageArrays | None = None
 
     def prepare_data(self) -> None:
@@ -237,11 +242,12 @@ class HwnasDataModule(pl.LightningDataModule):
         assert self.arrays is not None, "call setup() first"
         return self.arrays.mean, self.arrays.std
 
-    def _ds(self, x, y, augment: bool, erase: float = 0.0, setting: bool | None = None) -> ImageBatchDataset:
+    def _ds(self, x, y, augment: bool, erase: float = 0.0, setting: bool | None = None,
+            crop: bool = True) -> ImageBatchDataset:
         a = self.arrays
         on = self.cfg.augment if setting is None else setting
         return ImageBatchDataset(x, y, a.mean, a.std, augment=augment and on,
-                                 flip=a.info.flip, seed=self.seed, size=self.image_size, erase=erase)
+                                 flip=a.info.flip, seed=self.seed, size=self.image_size, erase=erase, crop=crop)
 
     def weight_dataset(self, augment: bool = True) -> ImageBatchDataset:
         a = self.arrays
@@ -254,7 +260,7 @@ class HwnasDataModule(pl.LightningDataModule):
     def retrain_dataset(self) -> ImageBatchDataset:
         a = self.arrays
         return self._ds(take(a.train_x, self.retrain_idx), a.train_y[self.retrain_idx], True, self.erase,
-                        self.retrain_augment)
+                        self.retrain_augment, crop=self.retrain_crop)
 
     def holdout_dataset(self) -> ImageBatchDataset:
         a = self.arrays

@@ -266,11 +266,11 @@ class RetrainConfig(Section):
     # time_budget_minutes as well, the smaller of the two. For a machine that must first build its table
     run_budget_minutes: Optional[float] = Field(None, gt=0, le=10**5)
     random_erasing: float = Field(0.0, ge=0, le=1)
-    # random crop + flip for the retraining's batches (None: as data.augment, which the search uses). Off
+    # random crop + flip for the retraining's batches ("flip": the flip alone; None: as data.augment, which the search uses). Off
     # by default: the default 5-epoch schedule ends underfitted, and 5 epochs without it reached 1.2
     # points more (2 seeds, BENCHMARKS.md 8.3); longer schedules (the quality, GPU and CIFAR-10
     # configs) turn it on
-    augment: Optional[bool] = False
+    augment: Optional[Union[bool, Literal["flip"]]] = False
     warmup_fraction: float = Field(0.15, ge=0, lt=1)
     ema_decay: Optional[float] = Field(None, gt=0, lt=1)
 

@@ -124,3 +124,14 @@ def test_holdout_needs_full_train():
     assert load_config(None, ["retrain.holdout=100"]).retrain.holdout == 100
     with pytest.raises(ConfigError, match="retrain.holdout needs retrain.full_train=true"):
         load_config(None, ["retrain.holdout=100", "retrain.full_train=false"])
+
+
+def test_retrain_augment_takes_flip():
+    """retrain.augment: true / false / null / flip, from the command line too; anything else is refused."""
+    from hwnas_darts.config import ConfigError
+
+    assert load_config(None, ["retrain.augment=flip"]).retrain_augment() == "flip"
+    assert load_config(None, ["retrain.augment=true"]).retrain_augment() is True
+    assert load_config(None, ["retrain.augment=null", "data.augment=false"]).retrain_augment() is False
+    with pytest.raises(ConfigError, match="retrain.augment"):
+        load_config(None, ["retrain.augment=crop"])

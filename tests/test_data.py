@@ -219,5 +219,20 @@ def test_the_retraining_has_its_own_augmentation_switch(data_augment):
     search = HwnasDataModule(cfg, seed=0, mode="search", augment=False)
     search.setup()
     assert search.weight_dataset().augment is data_augment
+    # "flip": every retraining image is the plain one or its mirror image, both occur, none is shifted
+    # (the synthetic set is not flipped, so its dataset's switches are checked and a flipped one is built alike)
+    dm = HwnasDataModule(cfg, seed=0, mode="retrain", augment="flip")
+    dm.setup()
+    ds = dm.retrain_dataset()
+    assert ds.augment and not ds.crop and dm.retrain_dataset().flip is dm.info.flip
+    assert HwnasDataModule(cfg, seed=0, mode="retrain", augment=True).retrain_crop
+    ds = ImageBatchDataset(ds.x, ds.y, *dm.normalization, augment=True, flip=True, crop=False)
+    x0 = ds.__getitems__(list(range(64)))[0]
+    x1 = ImageBatchDataset(ds.x, ds.y, *dm.normalization, augment=False).__getitems__(list(range(64)))[0]
+    same = [bool(torch.equal(a, b)) for a, b in zip(x0, x1)]
+    mirrored = [bool(torch.equal(a, b.flip(-1))) for a, b in zip(x0, x1)]
+    assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored) and not all(mirrored)
+    with pytest.raises(ValueError, match="augment must be"):
+        HwnasDataModule(cfg, seed=0, mode="retrain", augment="crop")
     with pytest.raises(ValueError, match="retrain.random_erasing=0.2 erases"):
         RetrainConfig(augment=False, random_erasing=0.2)
