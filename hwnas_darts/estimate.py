@@ -74,6 +74,13 @@ def _network_measurement_s(ctx: "RunContext", n: int) -> float:
     return (n + anchors) * per
 
 
+def profile_export_seconds(ctx: "RunContext") -> dict[str, float]:
+    """Seconds of the profile stage (one network measured) and of the export stage (each format asked for)."""
+    ex = ctx.cfg.export
+    return {"profile": _network_measurement_s(ctx, 1) + 5.0,
+            "export": EXPORT_S * (int(ex.torchscript) + int(ex.program) + int(ex.onnx))}
+
+
 def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
     """Seconds per stage (``lut`` as a check of a stored table or as a build)."""
     from .data import HwnasDataModule
@@ -111,9 +118,8 @@ def estimate_stages(ctx: "RunContext", table_stored: bool) -> dict[str, float]:
     else:
         rows = len(space.all_keys())
         lut = rows * (hw.min_run_time + 0.2) + _network_measurement_s(ctx, hw.calibration_archs + hw.validation_archs)
-    n_exports = int(cfg.export.torchscript) + int(cfg.export.program) + int(cfg.export.onnx)
     est = {"lut": lut, "search": 0.0 if ctx.fixed_arch else search, "derive": derive, "retrain": retrain,
-           "profile": _network_measurement_s(ctx, 1) + 5.0, "export": EXPORT_S * n_exports}
+           **profile_export_seconds(ctx)}
     if r.run_budget_minutes:  # the retraining gets what the other stages leave of the run's budget
         others = sum(v for k, v in est.items() if k != "retrain")
         est["retrain"] = max(0.0, min(retrain, r.run_budget_minutes * 60 - others))

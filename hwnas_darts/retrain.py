@@ -250,12 +250,10 @@ def run_budget_left(ctx: "RunContext", probe: dict[str, float], test_images: int
     run's finished stages took (state.json, so a resumed run counts what it spent before), less an
     estimate of the work after the training (testing ``test_images`` at the probe's forward speed,
     profile, export, report)."""
-    from .estimate import EXPORT_S, _network_measurement_s
+    from .estimate import profile_export_seconds
 
     spent = sum(float(st.get("seconds", 0.0)) for st in ctx.state.data["stages"].values() if st.get("done"))
-    ex = ctx.cfg.export
-    after = (test_images * probe.get("eval_image_s", 0.0) + _network_measurement_s(ctx, 1) + 5.0
-             + EXPORT_S * (int(ex.torchscript) + int(ex.program) + int(ex.onnx)) + REPORT_S)
+    after = test_images * probe.get("eval_image_s", 0.0) + sum(profile_export_seconds(ctx).values()) + REPORT_S
     left = ctx.cfg.retrain.run_budget_minutes * 60 - spent - after
     return {"spent_s": round(spent, 1), "after_s": round(after, 1), "left_s": round(left, 1)}
 
