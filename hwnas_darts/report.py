@@ -240,7 +240,10 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                   + (f" (the stages before it took {_fmt(spent['spent_s'] / 60, 3)} min, those after it were "
                      f"estimated at {_fmt(spent['after_s'] / 60, 2)} min)" if spent else "")
                   + (f", and one epoch was probed at {_fmt(plan['epoch_s'], 3)} s here" if plan.get("epoch_s") else "")
-                  + " (8 % kept for drift and checkpoints).", ""]
+                  + " (8 % kept for drift and checkpoints)."
+                  + (f" Re-planned after the first epoch, which took {_fmt(rp['epoch_s'], 3)} s: {rp['epochs_before']} "
+                     f"-> {rp['epochs']} epochs." if (rp := plan.get("replan")) and rp["epochs"] != rp["epochs_before"] else
+                     f" The first epoch took {_fmt(rp['epoch_s'], 3)} s, which kept the plan." if rp else ""), ""]
     hist = ctx.get("retrain_history") or []
     kind, pts = accuracy_curve(hist)
     if pts:
@@ -298,7 +301,7 @@ def collect_metrics(ctx: "RunContext", references: dict[str, Any] | None = None)
                                         if k in measured} if step.get("chosen_by") == "measured" else {})}
     plan = st.data.get("retrain_plan")
     if plan and plan.get("arch") == ctx.arch.to_string():
-        m["retrain_plan"] = {k: plan.get(k) for k in ("epochs", "max_epochs", "binding", "budget_s", "run_budget")}
+        m["retrain_plan"] = {k: plan.get(k) for k in ("epochs", "max_epochs", "binding", "budget_s", "run_budget", "replan")}
         m["retrain_plan"]["epoch_s"] = (plan.get("probe") or {}).get("epoch_s")
         if m["retrain_plan"]["budget_s"] is None and plan.get("budget_minutes"):  # a plan of an older run
             m["retrain_plan"]["budget_s"] = plan["budget_minutes"] * 60

@@ -187,9 +187,16 @@ class RetrainModule(pl.LightningModule):
         else:
             opt = torch.optim.AdamW(self.network.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=total, pct_start=c.warmup_fraction,
-                                                    anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": one_cycle(opt, c, total), "interval": "step"}}
+
+
+def one_cycle(opt: torch.optim.Optimizer, cfg: RetrainConfig, total: int, done: int = 0):
+    """The retraining's one-cycle schedule over ``total`` optimizer steps (warm-up ``cfg.warmup_fraction``
+    from lr/10 to ``cfg.lr``, cosine anneal to lr/1000), positioned after ``done`` steps: a schedule rebuilt
+    for another length mid-training (the budget's re-plan) carries on from the step it is at."""
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=cfg.warmup_fraction,
+                                               anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
+                                               last_epoch=done - 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,14 +393,25 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
     return ctx.ranks.share("retrain-step", choice)
 
 
+#: the epochs a budget buys are planned at this much more than an epoch's estimate (the machine's drift, checkpoints)
+DRIFT_MARGIN = 1.08
+
+
 def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> int:
     """``retrain.epochs``, or with ``retrain.time_budget_minutes`` as many epochs (at most
     ``retrain.epochs``) as fit in the budget, from a probe of this network on rank 0 (shared with
     every rank, and kept in state.json so a resumed run keeps its schedule)."""
+    return budget_plan(ctx, module, dm)[0]
+
+
+def budget_plan(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> tuple[int, dict | None, bool]:
+    """:func:`plan_epochs`'s epochs, with the plan (None without a budget) and whether it was made now
+    (not reloaded from state.json): only a plan made in this process can be re-planned after the first
+    epoch, because its budget counts from this moment."""
     rc = ctx.cfg.retrain
     if not (rc.time_budget_minutes or rc.run_budget_minutes):
-        return rc.epochs
-    plan = None
+        return rc.epochs, None, False
+    plan, fresh = None, False
     if ctx.leader:  # followers touch no files: rank 0 decides (or reloads its decision) and shares it
         plan = ctx.state.data.get("retrain_plan")
         if (plan is None or plan.get("arch") != ctx.arch.to_string() or plan.get("budget_minutes") != rc.time_budget_minutes
@@ -413,8 +431,7 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
                 budgets["retrain.run_budget_minutes"] = run_left["left_s"]
             binding = min(budgets, key=budgets.get)
             seconds = budgets[binding]
-            # 8 % for the machine's drift and the checkpoints
-            fit = int(max(seconds, 0.0) / (probe["epoch_s"] * 1.08))
+            fit = int(max(seconds, 0.0) / (probe["epoch_s"] * DRIFT_MARGIN))
             plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes,
                     "run_budget_minutes": rc.run_budget_minutes, "run_budget": run_left, "binding": binding,
                     "budget_s": round(seconds, 1), "max_epochs": rc.epochs,
@@ -429,8 +446,68 @@ def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
                                 "the cost of the stages before the retraining)", probe["epoch_s"], why)
             ctx.state.data["retrain_plan"] = plan
             ctx.state.save()
-    plan = ctx.ranks.share("retrain-plan", plan)
-    return int(plan["epochs"])
+            fresh = True
+    plan, fresh = ctx.ranks.share("retrain-plan", (plan, fresh))
+    return int(plan["epochs"]), plan, fresh
+
+
+def replan_epochs(plan: dict, epoch_s: float, elapsed_s: float) -> int:
+    """The epochs a budget plan should train once its first epoch is measured: one done, plus as many
+    as the plan's ``budget_s`` still holds after ``elapsed_s`` (counted from the plan) at ``epoch_s``
+    each with :data:`DRIFT_MARGIN`, at most ``max_epochs``."""
+    left = float(plan["budget_s"]) - elapsed_s
+    more = int(max(left, 0.0) / (max(epoch_s, 1e-9) * DRIFT_MARGIN))
+    return max(1, min(int(plan["max_epochs"]), 1 + more))
+
+
+class BudgetReplan(pl.Callback):
+    """Re-plans a budgeted retraining once its first epoch is measured (training and holdout together).
+
+    The plan's probe times a dozen steps before training, and on a shared or drifting machine the
+    epochs then run 5-17 % off it (docs/BENCHMARKS.md 8.5), so the budget was left unused or overrun.
+    At the end of the first epoch the epochs that still fit are counted again from the measured epoch
+    (:func:`replan_epochs`); where that changes the count, the trainer's ``max_epochs`` and the one-cycle
+    schedule's length change with it (the schedule carries on from the step it is at), and the plan in
+    state.json records the re-plan, so a resumed run trains the new count. Rank 0 decides for every rank.
+    """
+
+    def __init__(self, ctx: "RunContext", plan: dict, clock=time.perf_counter):
+        self.ctx, self.plan, self.clock = ctx, plan, clock
+        self.t_plan = clock()
+        self.t_epoch: float | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0 and "replan" not in self.plan:
+            self.t_epoch = self.clock()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.t_epoch is None or trainer.current_epoch != 0:
+            return
+        start, self.t_epoch = self.t_epoch, None
+        ctx, plan, old = self.ctx, self.plan, int(trainer.max_epochs)
+        decision = None
+        if ctx.leader:
+            now = self.clock()
+            epoch_s, elapsed = now - start, now - self.t_plan
+            new = replan_epochs(plan, epoch_s, elapsed) if old > 1 else old   # a finished schedule stays finished
+            plan["replan"] = {"epoch_s": round(epoch_s, 2), "probe_epoch_s": round(plan["probe"]["epoch_s"], 2),
+                              "elapsed_s": round(elapsed, 2), "epochs_before": old, "epochs": new}
+            plan["epochs"] = new
+            ctx.state.data["retrain_plan"] = plan
+            ctx.state.save()
+            decision = new
+            if new != old:
+                _logger.info("retraining re-planned after the first epoch: it took %.0f s (the probe said %.0f s), "
+                             "so %d epochs instead of %d fit the budget's %.1f min", epoch_s, plan["probe"]["epoch_s"],
+                             new, old, plan["budget_s"] / 60)
+        new = int(ctx.ranks.share("retrain-replan", decision))
+        if new == old:
+            return
+        trainer.fit_loop.max_epochs = new
+        for sc in trainer.lr_scheduler_configs:  # the one-cycle schedule, stretched or shrunk from where it is
+            done = int(sc.scheduler.last_epoch)
+            total = max(done + 1, round(sc.scheduler.total_steps * new / old))
+            sc.scheduler = one_cycle(sc.scheduler.optimizer, pl_module.cfg, total, done)
 
 
 def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
@@ -460,9 +537,9 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     dm.setup()
     step = choose_step(ctx, module.network, dm)
     module.use_channels_last(step["channels_last"])
-    epochs = plan_epochs(ctx, module, dm)
+    epochs, plan, fresh = budget_plan(ctx, module, dm)
     trainer = ctx.trainer("retrain", epochs, rc.steps_per_epoch, limit_val_batches=None if scored else 0,
-                          precision=step["precision"])
+                          precision=step["precision"], callbacks=[BudgetReplan(ctx, plan)] if fresh else None)
     val = (dm.holdout_dataloader() if rc.holdout else dm.archval_dataloader()) if scored else None
     with warnings.catch_warnings():
         # full_train without a holdout: every training image is trained on, there is no split to score
@@ -472,6 +549,7 @@ def retrain_stage(ctx: "RunContext", pending: bool) -> Retrained:
     if not ctx.leader:
         return Retrained(module.network, dm)
     seconds = fit_seconds(trainer)
+    epochs = int(trainer.max_epochs)  # the budget's re-plan may have changed it
     data = data_path_report(dm.train_dataloader(), batches_done(trainer) * ctx.cfg.data.batch_size * ctx.ranks.world,
                             seconds, "retraining", ctx.cfg.data.num_workers)
     acc = test_accuracy(ctx, module, dm)

@@ -23,11 +23,15 @@ def _state(run_dir) -> dict:
 def test_ddp_two_cpu_processes_share_one_architecture(tmp_path):
     out = tmp_path / "ddp"
     run_fit("--config", str(TINY), "--out", str(out), "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.strategy=ddp", "search.steps_per_epoch=6", "retrain.steps_per_epoch=4", timeout=400)
+            "trainer.strategy=ddp", "search.steps_per_epoch=6", "retrain.steps_per_epoch=4", "retrain.epochs=2",
+            "retrain.time_budget_minutes=5", timeout=400)
     search = _state(out)["stages"]["search"]
     # the runner gathers every rank's digest of the architecture parameters after the search
     assert search["ranks"] == 2 and len(search["alpha_digests"]) == 2
     assert len(set(search["alpha_digests"])) == 1, "alphas differ between ranks"
+    # the retraining's budget: planned and re-planned after the first epoch on rank 0, followed by both ranks
+    state = _state(out)
+    assert state["retrain_plan"]["replan"]["epochs"] == 2 and state["stages"]["retrain"]["epochs"] == 2
     alphas = json.loads((out / "alphas.json").read_text())
     assert any(abs(v) > 0 for logits in alphas["logits"].values() for v in logits), "the alphas did not move"
     assert len(list(tmp_path.rglob("arch.json"))) == 1

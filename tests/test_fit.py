@@ -223,6 +223,9 @@ def test_quality_config_runs_its_first_steps_at_tiny_shapes(tmp_path):
     # the config's whole-run budget leaves far more than 10 minutes, so the retraining's own budget binds
     assert plan["binding"] == "retrain.time_budget_minutes" and plan["run_budget"]["left_s"] > 600
     assert m["retrain_plan"]["epochs"] == 2 and m["retrain_plan"]["binding"] == "retrain.time_budget_minutes"
+    # the first epoch was measured and the plan checked again: still capped at retrain.epochs
+    rp = plan["replan"]
+    assert rp["epochs_before"] == rp["epochs"] == 2 and 0 < rp["epoch_s"] <= rp["elapsed_s"] and m["retrain_plan"]["replan"] == rp
     assert [h["epoch"] for h in hist] == [0, 1] and state["stages"]["retrain"]["epochs"] == 2
     assert all(0 <= h["retrain/val_acc"] <= 1 and h["seconds"] > 0 for h in hist)
     assert hist[1]["seconds"] > hist[0]["seconds"]
@@ -230,6 +233,7 @@ def test_quality_config_runs_its_first_steps_at_tiny_shapes(tmp_path):
     assert (out / "plots" / "time_to_accuracy.png").is_file()
     report = (out / "report.md").read_text()
     assert "### Time to accuracy" in report and "Retraining schedule: **2 epochs** (at most 2)" in report
+    assert "which kept the plan" in report
 
 
 def test_bf16_training_exports_an_fp32_model_that_matches_the_trained_network(tmp_path, tiny_space):

@@ -226,3 +226,94 @@ def test_a_network_is_put_in_the_format_asked_whatever_its_format_now():
     retrain.in_format(net, False)
     assert net[0].weight.is_contiguous()
     assert torch.equal(net[0].weight, w)
+
+
+@pytest.mark.parametrize("epoch_s, elapsed, expected", [
+    (30.0, 30.0, 3),    # as the probe said: 70 s left / (30 x 1.08) = 2.2 -> 1 + 2
+    (20.0, 25.0, 4),    # faster than probed: 75 / 21.6 = 3.5 -> 1 + 3
+    (45.0, 50.0, 2),    # slower: 50 / 48.6 = 1.03 -> 1 + 1
+    (5.0, 5.0, 10),     # much faster: capped at max_epochs
+    (200.0, 200.0, 1),  # the first epoch alone spent the budget: stop after it
+])
+def test_replan_counts_the_epochs_that_still_fit(epoch_s, elapsed, expected):
+    plan = {"budget_s": 100.0, "max_epochs": 10}
+    assert retrain.replan_epochs(plan, epoch_s, elapsed) == expected
+
+
+def _replanned_fit(tmp_path, clock_values, planned=3, steps=4):
+    """A tiny retraining of `planned` epochs under BudgetReplan, whose clock reads `clock_values` (the
+    plan's moment, the first epoch's start and end); every optimizer step's lr and momentum recorded."""
+    import torch
+
+    from hwnas_darts._pl import pl
+    from hwnas_darts.config import RetrainConfig
+    from hwnas_darts.space import SearchSpace
+
+    from .conftest import TINY
+
+    space = SearchSpace.from_config(load_config(TINY))
+    rc = RetrainConfig(epochs=10, lr=0.1, warmup_fraction=0.3)
+    module = retrain.RetrainModule(space, space.sample(seed=0), rc)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(4, *space.input_shape, generator=g), torch.randint(0, space.num_classes, (4,), generator=g))
+            for _ in range(steps)]
+    plan = {"budget_s": 100.0, "max_epochs": 10, "epochs": planned, "probe": {"epoch_s": 30.0}}
+    ctx = SimpleNamespace(leader=True, ranks=Ranks(), state=RunState(tmp_path))
+    ticks = iter(clock_values)
+    seen: list[float] = []  # lr, momentum, lr, momentum... before every step
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            group = trainer.optimizers[0].param_groups[0]
+            seen.extend((group["lr"], group["momentum"]))
+
+    replan = retrain.BudgetReplan(ctx, plan, clock=lambda: next(ticks))
+    trainer = pl.Trainer(max_epochs=planned, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=str(tmp_path),
+                         callbacks=[Record(), replan, pl.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ck"), save_last=True,
+                                                                      save_on_train_epoch_end=True)])
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=None))
+    return trainer, module, seen, rc
+
+
+def _one_cycle_lrs(rc, total):
+    import torch
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=rc.lr, momentum=0.9)
+    sched = retrain.one_cycle(opt, rc, total)
+    out = []
+    for _ in range(total):
+        out.extend((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_a_faster_first_epoch_stretches_the_schedule_to_the_budget(tmp_path):
+    """#31: the first epoch took 10 s where the probe said 30: the budget's 100 s now hold 1 + 8 epochs.
+    Training runs 9 epochs; the one-cycle schedule was the 3-epoch one during the first epoch and carries
+    on from that step in a 9-epoch cycle, ending annealed; the plan records the re-plan; the checkpoint
+    holds the new schedule (a resumed run continues it)."""
+    import torch
+
+    trainer, module, seen, rc = _replanned_fit(tmp_path, [0.0, 0.0, 10.0])
+    steps = 4
+    assert trainer.current_epoch == 9 and len(seen) == 2 * 9 * steps
+    short, long = _one_cycle_lrs(rc, 3 * steps), _one_cycle_lrs(rc, 9 * steps)
+    assert seen[:2 * steps] == pytest.approx(short[:2 * steps])   # the first epoch ran the planned schedule
+    assert seen[2 * steps:] == pytest.approx(long[2 * steps:])    # then the stretched one, from the same step on
+    assert seen[-2] < rc.lr / 100 and seen[-2] == pytest.approx(long[-2])   # and it ends annealed
+    saved = RunState.load(tmp_path).data["retrain_plan"]
+    assert saved["epochs"] == 9 and saved["replan"] == {"epoch_s": 10.0, "probe_epoch_s": 30.0, "elapsed_s": 10.0,
+                                                         "epochs_before": 3, "epochs": 9}
+    ck = torch.load(tmp_path / "ck" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ck["lr_schedulers"][0]["total_steps"] == 9 * steps
+
+
+def test_a_slow_first_epoch_shortens_the_retraining(tmp_path):
+    """The first epoch took 60 s of a 100 s budget planned at 30 s an epoch: no second epoch fits (40 s
+    left against 64.8 s), so training stops after it."""
+    trainer, module, seen, rc = _replanned_fit(tmp_path, [0.0, 0.0, 60.0], planned=3)
+    assert trainer.current_epoch == 1 and len(seen) == 2 * 4
+    saved = RunState.load(tmp_path).data["retrain_plan"]
+    assert saved["epochs"] == 1 and saved["replan"]["epochs_before"] == 3
