@@ -397,17 +397,18 @@ def choose_step(ctx: "RunContext", network: nn.Module, dm: "HwnasDataModule") ->
 DRIFT_MARGIN = 1.08
 
 
-def plan_epochs(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> int:
-    """``retrain.epochs``, or with ``retrain.time_budget_minutes`` as many epochs (at most
-    ``retrain.epochs``) as fit in the budget, from a probe of this network on rank 0 (shared with
-    every rank, and kept in state.json so a resumed run keeps its schedule)."""
-    return budget_plan(ctx, module, dm)[0]
+def epochs_fitting(seconds: float, epoch_s: float) -> int:
+    """Whole epochs of ``epoch_s`` seconds (with :data:`DRIFT_MARGIN`) that ``seconds`` hold (0 if none)."""
+    return int(max(seconds, 0.0) / (max(epoch_s, 1e-9) * DRIFT_MARGIN))
 
 
 def budget_plan(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule") -> tuple[int, dict | None, bool]:
-    """:func:`plan_epochs`'s epochs, with the plan (None without a budget) and whether it was made now
-    (not reloaded from state.json): only a plan made in this process can be re-planned after the first
-    epoch, because its budget counts from this moment."""
+    """The retraining's epochs: ``retrain.epochs``, or with a budget (``retrain.time_budget_minutes`` /
+    ``retrain.run_budget_minutes``) as many epochs (at most ``retrain.epochs``) as fit in it, from a probe
+    of this network on rank 0 (shared with every rank, and kept in state.json so a resumed run keeps its
+    schedule). Returned with the plan (None without a budget) and whether it was made now (not reloaded
+    from state.json): only a plan made in this process is re-planned after the first epoch, because its
+    budget counts from this moment."""
     rc = ctx.cfg.retrain
     if not (rc.time_budget_minutes or rc.run_budget_minutes):
         return rc.epochs, None, False
@@ -431,7 +432,7 @@ def budget_plan(ctx: "RunContext", module: RetrainModule, dm: "HwnasDataModule")
                 budgets["retrain.run_budget_minutes"] = run_left["left_s"]
             binding = min(budgets, key=budgets.get)
             seconds = budgets[binding]
-            fit = int(max(seconds, 0.0) / (probe["epoch_s"] * DRIFT_MARGIN))
+            fit = epochs_fitting(seconds, probe["epoch_s"])
             plan = {"arch": ctx.arch.to_string(), "budget_minutes": rc.time_budget_minutes,
                     "run_budget_minutes": rc.run_budget_minutes, "run_budget": run_left, "binding": binding,
                     "budget_s": round(seconds, 1), "max_epochs": rc.epochs,
@@ -455,8 +456,7 @@ def replan_epochs(plan: dict, epoch_s: float, elapsed_s: float) -> int:
     """The epochs a budget plan should train once its first epoch is measured: one done, plus as many
     as the plan's ``budget_s`` still holds after ``elapsed_s`` (counted from the plan) at ``epoch_s``
     each with :data:`DRIFT_MARGIN`, at most ``max_epochs``."""
-    left = float(plan["budget_s"]) - elapsed_s
-    more = int(max(left, 0.0) / (max(epoch_s, 1e-9) * DRIFT_MARGIN))
+    more = epochs_fitting(float(plan["budget_s"]) - elapsed_s, epoch_s)
     return max(1, min(int(plan["max_epochs"]), 1 + more))
 
 

@@ -34,14 +34,14 @@ def test_epochs_fit_the_budget(tmp_path, monkeypatch, epoch_s, budget, max_epoch
     ctx = _ctx(tmp_path, [f"retrain.time_budget_minutes={budget}", f"retrain.epochs={max_epochs}"])
     dm = SimpleNamespace(train_dataloader=lambda: [0] * 100)
     module = SimpleNamespace(network=None, channels_last=True)
-    assert retrain.plan_epochs(ctx, module, dm) == expected
+    assert retrain.budget_plan(ctx, module, dm)[0] == expected
     assert RunState.load(tmp_path).data["retrain_plan"]["epochs"] == expected
     # a resumed run keeps its schedule (no new probe); another arch or budget plans afresh
-    assert retrain.plan_epochs(ctx, module, dm) == expected and len(calls) == 1
+    assert retrain.budget_plan(ctx, module, dm)[0] == expected and len(calls) == 1
     ctx.state = RunState.load(tmp_path)
-    assert retrain.plan_epochs(ctx, module, dm) == expected and len(calls) == 1
+    assert retrain.budget_plan(ctx, module, dm)[0] == expected and len(calls) == 1
     ctx.cfg = load_config(None, [f"retrain.time_budget_minutes={budget * 2}", f"retrain.epochs={max_epochs}"])
-    retrain.plan_epochs(ctx, module, dm)
+    retrain.budget_plan(ctx, module, dm)[0]
     assert len(calls) == 2
 
 
@@ -68,27 +68,27 @@ def test_the_run_budget_leaves_the_retraining_what_the_other_stages_did_not_spen
     assert 10.0 + retrain.REPORT_S < after < 120.0
     assert left["left_s"] == pytest.approx(1800 - 900 - after)
     expected = int((1800 - 900 - after) / (60.0 * 1.08))
-    assert retrain.plan_epochs(ctx, module, dm) == expected
+    assert retrain.budget_plan(ctx, module, dm)[0] == expected
     plan = RunState.load(tmp_path).data["retrain_plan"]
     assert plan["binding"] == "retrain.run_budget_minutes" and plan["epochs"] == expected
     # a resumed run keeps its plan even though its stages' seconds would now count the retraining's too
     ctx.state = RunState.load(tmp_path)
-    assert retrain.plan_epochs(ctx, module, dm) == expected and len(calls) == 1
+    assert retrain.budget_plan(ctx, module, dm)[0] == expected and len(calls) == 1
     # a tighter retraining budget binds instead
     ctx.cfg = load_config(None, ["retrain.run_budget_minutes=30", "retrain.time_budget_minutes=5", "retrain.epochs=100"])
-    assert retrain.plan_epochs(ctx, module, dm) == 4 and len(calls) == 2
+    assert retrain.budget_plan(ctx, module, dm)[0] == 4 and len(calls) == 2
     assert RunState.load(tmp_path).data["retrain_plan"]["binding"] == "retrain.time_budget_minutes"
     # stages that spent the whole budget: one epoch, and a warning that says so
     ctx.cfg = load_config(None, ["retrain.run_budget_minutes=10", "retrain.epochs=100"])
     with caplog.at_level("WARNING", logger="hwnas_darts.fit"):
-        assert retrain.plan_epochs(ctx, module, dm) == 1
+        assert retrain.budget_plan(ctx, module, dm)[0] == 1
     assert "does not fit" in caplog.text and "run_budget_minutes=10" in caplog.text
 
 
 def test_no_budget_means_the_configured_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(retrain, "probe_epoch_seconds", lambda *a, **k: pytest.fail("no probe without a budget"))
     ctx = _ctx(tmp_path, ["retrain.epochs=7"])
-    assert retrain.plan_epochs(ctx, None, None) == 7
+    assert retrain.budget_plan(ctx, None, None)[0] == 7
 
 
 def test_ema_weights_are_the_trained_networks_at_the_end(tmp_path):
