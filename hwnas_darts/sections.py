@@ -126,7 +126,7 @@ class SearchConfig(Section):
     weight_lr: Pos = 0.05
     weight_momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4.0e-5, ge=0)
-    alpha_lr: Pos = 0.05
+    alpha_lr: Pos = 0.1
     alpha_weight_decay: float = Field(0.0, ge=0)
     tau_start: Pos = 5.0
     tau_end: Pos = 0.5
