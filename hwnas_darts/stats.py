@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats as _st
 
 __all__ = ["mean_interval", "paired_interval", "bootstrap_interval", "paired_accuracy_se", "kendall_tau_interval",
-           "band_percentile"]
+           "band_percentile", "sign_interval"]
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -37,6 +37,35 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
     return mean_interval(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), level)
+
+
+def sign_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """Median and its distribution-free interval from order statistics (the sign test's interval):
+    ``(median, low, high, coverage)``.
+
+    ``values`` may hold ``+inf`` / ``-inf`` (a paired difference whose one side forfeited: the
+    other side wins by an unknown amount), which no mean can take but a rank can. The interval is
+    ``[x_(k), x_(n+1-k)]`` for the largest ``k`` whose coverage ``1 - 2 P(Binomial(n, 1/2) < k)``
+    is at least ``level``; ``coverage`` is that exact value (at least ``level``, more for small
+    ``n``, since order statistics come in steps). Too few values for any interval at ``level``
+    (fewer than 6 at 95 %): ``low = high = nan``, coverage ``nan``.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    if x.size == 0:
+        raise ValueError("no values")
+    if np.isnan(x).any():
+        raise ValueError("values hold nan")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n = x.size
+    lo_mid, hi_mid = x[(n - 1) // 2], x[n // 2]
+    med = float(lo_mid) if lo_mid == hi_mid else float((lo_mid + hi_mid) / 2)  # -inf and +inf in the middle: nan
+    k = 0
+    while k + 1 <= n // 2 and 1.0 - 2.0 * float(_st.binom.cdf(k, n, 0.5)) >= level:
+        k += 1
+    if k == 0:
+        return med, math.nan, math.nan, math.nan
+    return med, float(x[k - 1]), float(x[n - k]), 1.0 - 2.0 * float(_st.binom.cdf(k - 1, n, 0.5))
 
 
 def bootstrap_interval(values: Sequence[float], stat: Callable[[np.ndarray], float] = np.mean, level: float = 0.95,

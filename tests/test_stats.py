@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hwnas_darts.stats import (bootstrap_interval, kendall_tau_interval, mean_interval, paired_accuracy_se,
-                               paired_interval)
+                               paired_interval, sign_interval)
 
 
 def test_mean_interval_matches_the_t_table():
@@ -68,3 +68,23 @@ def test_band_percentile_counts_only_the_band():
     assert band_percentile(0.95, 30.0, ref) == (None, 0)
     with pytest.raises(ValueError, match="positive cost"):
         band_percentile(0.9, 0.0, ref)
+
+
+def test_sign_interval_order_statistics_and_forfeits():
+    # n = 10: [x_(2), x_(9)], coverage 1 - 2 * (1 + 10) / 1024 (the binomial table); k = 3 would cover only 0.891
+    med, lo, hi, cov = sign_interval([float(v) for v in range(10, 0, -1)])
+    assert (med, lo, hi) == (5.5, 2.0, 9.0) and cov == pytest.approx(1 - 22 / 1024)
+    # coverage by simulation: the interval holds the true median at least 95 % of the time
+    rng = np.random.default_rng(0)
+    hits = [lo <= 0.0 <= hi for lo, hi in (sign_interval(rng.standard_t(3, 14))[1:3] for _ in range(2000))]
+    assert np.mean(hits) >= 0.95 - 0.012  # 0.987 nominal for n = 14, three binomial se of slack
+    # forfeits are losses of unknown size: they move ranks, never a mean
+    med, lo, hi, _ = sign_interval([0.1, 0.2, math.inf, math.inf, 0.3, 0.4, -0.1, 0.5, 0.6, 0.7])
+    assert lo == 0.1 and hi == math.inf and med == pytest.approx(0.45)
+    assert sign_interval([-math.inf] * 6 + [1.0] * 4)[2] == 1.0  # 6 of 10 lost by forfeit: the interval reaches them
+    assert math.isnan(sign_interval([1.0, 2.0, 3.0, 4.0, 5.0])[1])  # five values: no 95 % interval exists (1 - 2/32 < 0.95)
+    assert not math.isnan(sign_interval([1.0] * 6)[1])  # six: 1 - 2/64 = 0.969
+    with pytest.raises(ValueError, match="nan"):
+        sign_interval([1.0, math.nan])
+    with pytest.raises(ValueError):
+        sign_interval([])

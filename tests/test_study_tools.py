@@ -203,6 +203,10 @@ def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
     # q0.5: random picks the 0.78 member in both seeds (0.93, 0.92 retrained): hw - random = -0.01, +0.01
     assert s[0.5]["paired"] == 2 and s[0.5]["d_per_seed"] == pytest.approx([-0.01, 0.01]) and s[0.5]["hw_wins"] == 1
     assert "| q0.5 | 2 of 2 |" in (tmp_path / "tunas.md").read_text()
+    # the median over every seed, forfeits as losses: two seeds hold no 95 % sign-test interval
+    assert s[0.5]["median_with_forfeits"] == pytest.approx(0.0) and s[0.5]["median_ci_coverage"] is None
+    assert "- (too few seeds)" in (tmp_path / "tunas.md").read_text()
+    assert [tool.outcome(r) for r in res["records"] if r["target_quantile"] == 0.1] == [pytest.approx(0.01), None]
     assert tool.pick({"archs": [{"latency_ms_predicted": 20.0, "val_accuracy": 1.0}]}, 10.0) is None
 
     # --baseline: this study's hw networks against another study's, paired by seed where both meet the target
@@ -231,6 +235,41 @@ def test_search_vs_random_pairs_by_seed_with_forfeits(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="retrain.epochs: the ground truth 3"):
         tool.main(["--config", str(TINY), "--out", str(tmp_path), "--seeds", "0,1", "--targets", "0.1,0.5",
                    "--ground-truth", str(gt)])
+
+
+def test_pool_studies_pools_machines_and_counts_forfeits(tmp_path):
+    """A search_vs_random study and transcribed earlier outcomes pool into one paired summary; a
+    forfeit is a loss in the median, never in the mean; a pair counted twice is refused."""
+    tool = _load_tool("pool_studies")
+    recs = [{"seed": sd, "target_quantile": 0.1, "hw": {"meets": True, "test_accuracy": hw, "percentile": 90},
+             "random": None if rnd is None else {"meets": True, "test_accuracy": rnd, "percentile": 50}}
+            for sd, hw, rnd in [(20, 0.91, 0.90), (21, 0.90, None), (22, 0.92, 0.925)]]
+    study = tmp_path / "z5"
+    study.mkdir()
+    (study / "tunas.json").write_text(json.dumps({"records": recs, "device": {"name": "CPU B"}}))
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"studies": [{"section": "x", "machine": "CPU A", "target_quantile": 0.1, "records": [
+        {"seed": 0, "hw_test_accuracy": 0.905, "random_test_accuracy": 0.900},
+        {"seed": 1, "d_points": 0.3},
+        {"seed": 2, "random_forfeit": True, "hw_test_accuracy": 0.9},
+        {"seed": 3, "hw_forfeit": True, "random_test_accuracy": 0.9}]}]}))
+    out = tmp_path / "pooled.md"
+    assert tool.main([str(earlier), str(study), "--out", str(out)]) == 0
+    rows = [r for s in (str(earlier), str(study)) for r in tool.load_study(s)]
+    (s,) = tool.pool(rows)
+    # finite pairs: +0.5, +0.3 (earlier), +1.0, -0.5 (this machine) points; two forfeits each way
+    assert s["paired"] == 4 and s["d_accuracy"] == pytest.approx(0.0033, abs=1e-4)
+    assert s["n"] == 7 and s["hw_wins"] == 5 and s["random_forfeits"] == [2, 21] and s["hw_forfeits"] == [3]
+    assert s["median_with_forfeits"] == pytest.approx(0.005)  # ranks: -inf, -0.5, +0.3, +0.5, +1.0, inf, inf
+    assert s["machines"] == ["CPU A", "CPU B"] and "21: hw by forfeit" in out.read_text()
+    with pytest.raises(SystemExit, match="count once"):
+        tool.main([str(study), str(study / "tunas.json")])
+    with pytest.raises(SystemExit, match="neither both test accuracies nor d_points"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"studies": [{"machine": "A", "target_quantile": 0.5, "records": [{"seed": 0}]}]}))
+        tool.main([str(bad)])
+    with pytest.raises(SystemExit, match="no such study"):
+        tool.main([str(tmp_path / "nowhere")])
 
 
 def test_space_ranking_rankers_and_the_paired_difference():

@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import statistics
 import sys
 import time
@@ -49,7 +50,7 @@ from hwnas_darts.hardware.model import LatencyModel  # noqa: E402
 from hwnas_darts.io import atomic_write_json, atomic_write_text  # noqa: E402
 from hwnas_darts.lut import obtain_model  # noqa: E402
 from hwnas_darts.space import SearchSpace  # noqa: E402
-from hwnas_darts.stats import paired_interval  # noqa: E402
+from hwnas_darts.stats import paired_interval, sign_interval  # noqa: E402
 
 _logger = logging.getLogger("search_vs_random")
 
@@ -88,23 +89,44 @@ def _retrain_dir(root: Path, arch: str, seed: int) -> Path:
     return root / "retrained" / f"s{seed}-{hashlib.sha1(arch.encode()).hexdigest()[:12]}"
 
 
+def outcome(r: dict[str, Any]) -> float | None:
+    """One seed's hw minus random test accuracy, where a method without a network under the target
+    loses the seed: ``+inf`` when only random search forfeits, ``-inf`` when only hw does, None when
+    both do."""
+    hw_ok, rnd_ok = r["hw"]["meets"], bool(r["random"] and r["random"]["meets"])
+    if hw_ok and rnd_ok:
+        return r["hw"]["test_accuracy"] - r["random"]["test_accuracy"]
+    return None if hw_ok == rnd_ok else (math.inf if hw_ok else -math.inf)
+
+
+def outcome_summary(outcomes: list[float | None]) -> dict[str, Any]:
+    """What a list of per-seed outcomes (:func:`outcome`) shows: the paired mean and its Student-t
+    interval over the seeds where both methods meet the target; the median over every seed, a
+    forfeit counted as a loss of unknown size and a double forfeit as a tie, with its sign-test
+    interval (distribution-free; its coverage is stated, at least 95 %); hw's wins."""
+    finite = [x for x in outcomes if x is not None and math.isfinite(x)]
+    rec: dict[str, Any] = {"paired": len(finite), "n": len(outcomes), "d_per_seed": finite,
+                           "hw_wins": sum(1 for x in outcomes if x is not None and x > 0)}
+    if finite:
+        m, lo, hi = paired_interval(finite, [0.0] * len(finite))
+        rec.update(d_accuracy=m, d_accuracy_ci=[lo, hi])
+    if outcomes:
+        med, lo, hi, cov = sign_interval([0.0 if x is None else x for x in outcomes])
+        rec.update(median_with_forfeits=med, median_with_forfeits_ci=[lo, hi], median_ci_coverage=cov)
+    return rec
+
+
 def compare(records: list[dict[str, Any]], tolerance: float) -> list[dict[str, Any]]:
-    """Per target: hw minus random, paired by seed, over the seeds where both meet the target; wins,
-    forfeits (a method without a network under the target loses that seed) and percentiles."""
+    """Per target: hw minus random, paired by seed (:func:`outcome_summary`: the paired mean over the
+    seeds where both meet the target, the median with forfeits as losses), wins, forfeits (a method
+    without a network under the target loses that seed) and percentiles."""
     out = []
     for q in sorted({r["target_quantile"] for r in records}):
         rows = sorted((r for r in records if r["target_quantile"] == q), key=lambda r: r["seed"])
-        both = [r for r in rows if r["hw"]["meets"] and r["random"] and r["random"]["meets"]]
-        rec: dict[str, Any] = {"target_quantile": q, "seeds": [r["seed"] for r in rows], "paired": len(both)}
-        if both:
-            d = [r["hw"]["test_accuracy"] - r["random"]["test_accuracy"] for r in both]
-            m, lo, hi = paired_interval(d, [0.0] * len(d))
-            rec.update(d_accuracy=m, d_accuracy_ci=[lo, hi], d_per_seed=d)
-        hw_forfeit = [r["seed"] for r in rows if not r["hw"]["meets"]]
-        rnd_forfeit = [r["seed"] for r in rows if not (r["random"] and r["random"]["meets"])]
-        wins = sum(1 for r in rows if (r["seed"] not in hw_forfeit) and (r["seed"] in rnd_forfeit or (
-            r["seed"] not in rnd_forfeit and r["hw"]["test_accuracy"] > r["random"]["test_accuracy"])))
-        rec.update(hw_wins=wins, hw_forfeits=hw_forfeit, random_forfeits=rnd_forfeit, n=len(rows))
+        rec: dict[str, Any] = {"target_quantile": q, "seeds": [r["seed"] for r in rows]}
+        rec.update(outcome_summary([outcome(r) for r in rows]))
+        rec.update(hw_forfeits=[r["seed"] for r in rows if not r["hw"]["meets"]],
+                   random_forfeits=[r["seed"] for r in rows if not (r["random"] and r["random"]["meets"])])
         for method in ("hw", "random"):
             pcts = [r[method]["percentile"] for r in rows if r[method] and r[method].get("percentile") is not None]
             rec[f"{method}_percentiles"] = pcts
@@ -130,6 +152,30 @@ def pcts(values: list[float]) -> str:
     if not values:
         return "-"
     return ", ".join(f"{v:.0f}" for v in values) + f" (median {statistics.median(values):.0f})"
+
+
+def signed(v: float) -> str:
+    """A paired difference in points for a table cell; a forfeit's infinity as words."""
+    return "hw by forfeit" if v == math.inf else "random by forfeit" if v == -math.inf else f"{100 * v:+.2f}"
+
+
+def summary_lines(summary: list[dict[str, Any]]) -> list[str]:
+    """The per-target table of :func:`compare`'s rows: the paired mean over the seeds where both
+    methods meet the target (Student t), and the median over every seed with forfeits as losses
+    (sign-test interval: distribution-free, and a forfeit counts)."""
+    lines = ["| target | seeds paired | hw - random test acc, paired mean (points) | 95 % interval | median, forfeits "
+             "as losses (points) | its interval (coverage) | hw wins | hw forfeits | random forfeits | hw median pct | random median pct |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        ci, mci = s.get("d_accuracy_ci"), s.get("median_with_forfeits_ci")
+        lines.append(f"| q{s['target_quantile']:g} | {s['paired']} of {s['n']} | "
+                     + (f"{100 * s['d_accuracy']:+.2f} | [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else "- | -")
+                     + (f" | {signed(s['median_with_forfeits'])} | " + (
+                         f"[{signed(mci[0])}, {signed(mci[1])}] ({100 * s['median_ci_coverage']:.1f} %)"
+                         if math.isfinite(s["median_ci_coverage"]) else "- (too few seeds)") if mci else " | - | -")
+                     + f" | {s['hw_wins']} | {s['hw_forfeits'] or '-'} | {s['random_forfeits'] or '-'} | "
+                     f"{num(s['hw_median_percentile'], '.0f')} | {num(s['random_median_percentile'], '.0f')} |")
+    return lines
 
 
 def versus(records: list[dict[str, Any]], baseline: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -266,14 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"**Interim report**: {len(missing)} run(s) unfinished and left out.", ""]
     if contended:
         lines += ["**Uneven search cost** (random search's budget follows it):"] + [f"- {c}" for c in contended] + [""]
-    lines += ["| target | seeds paired | hw - random test acc | 95 % interval | hw wins | hw forfeits | random forfeits "
-              "| hw median pct | random median pct |", "|---|---|---|---|---|---|---|---|---|"]
-    for s in summary:
-        ci = s.get("d_accuracy_ci")
-        lines.append(f"| q{s['target_quantile']:g} | {s['paired']} of {s['n']} | "
-                     + (f"{s['d_accuracy']:+.4f} | [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "- | -")
-                     + f" | {s['hw_wins']} | {s['hw_forfeits'] or '-'} | {s['random_forfeits'] or '-'} | "
-                     f"{num(s['hw_median_percentile'], '.0f')} | {num(s['random_median_percentile'], '.0f')} |")
+    lines += summary_lines(summary)
     if against is not None:
         lines += [""] + versus_lines(against, args.baseline)
     lines += ["", "| seed | target | target ms | pool (under target) | hw arch | hw acc | hw ms pred | hw pct (band) | random acc "
