@@ -66,6 +66,24 @@ def test_mnasnet_two_sided():
     assert float(loss.detach()) == pytest.approx(1.0 + 0.07 * math.log(7 / 10), rel=1e-5)
 
 
+def test_mnasnet_positive_weight_below_pulls_up_to_the_target():
+    """TuNAS's absolute-value reward in this form: a positive exponent below the target costs
+    being faster, so below the target the gradient raises the expected latency (p0 up), above it
+    lowers it, and the cost is zero exactly at the target."""
+    cfg = ObjectiveConfig(form="mnasnet", latency_weight_below=0.3, latency_weight_above=-1.0, argmax_latency=False)
+    below = Targets(latency=10.0, intensity=2.0, efficiency=0.5)  # 7 ms expected against 10
+    loss, d, alpha, _ = _run(cfg, targets=below)
+    assert float(d["latency_term"]) == pytest.approx(-0.3 * math.log(7 / 10), rel=1e-5) and float(d["latency_term"]) > 0
+    loss.backward()
+    assert alpha.grad[0] < 0  # descending raises alpha_0, the slower op's logit
+    loss, d, alpha, _ = _run(cfg)  # 7 ms against 4: the penalty above the target pushes down
+    loss.backward()
+    assert alpha.grad[0] > 0
+    _, d, _, _ = _run(cfg, targets=Targets(latency=7.0, intensity=2.0, efficiency=0.5))
+    assert float(d["latency_term"]) == pytest.approx(0.0, abs=1e-6)
+    assert score(cfg, below, 0.9, 7.0, 1.0, 1.0) < score(cfg, below, 0.9, 10.0, 1.0, 1.0)  # derive ranks the same way
+
+
 @pytest.mark.parametrize("form", ["score", "hinge", "mnasnet", "fbnet"])
 def test_zero_weights_reduce_to_ce(form):
     cfg = ObjectiveConfig(form=form, latency_weight=0.0, hinge_weight=0.0, latency_weight_below=0.0,
