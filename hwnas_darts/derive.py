@@ -13,7 +13,8 @@ predicted latency meets the target. Each candidate gets
 * latency **measured on the device** end to end (all candidates in interleaved rounds), MACs,
   bytes, intensity I and efficiency E against the device roofline,
 
-and the multi-objective score; the highest score wins. ``max_skips`` caps the number of skip
+and the multi-objective score; among the candidates that meet the target (on the latency
+model's prediction; all of them when none does) the highest score wins. ``max_skips`` caps the number of skip
 layers of every candidate (the guard against the DARTS collapse onto skip connections).
 """
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from .context import RunContext
 
 __all__ = ["Candidate", "Derived", "select_under_accuracy_noise", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
-           "score_candidates", "select_best", "skip_share"]
+           "score_candidates", "select_best", "skip_share", "admissible", "meets_target"]
 
 _logger = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def score_candidates(candidates: Sequence[Candidate], cfg: ObjectiveConfig, targ
 
 def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: ObjectiveConfig | None = None,
                 targets: Targets | None = None) -> Candidate:
-    """The highest-scoring candidate; close calls are not left to timing noise.
+    """The highest-scoring candidate among those that meet the target (:func:`admissible`);
+    close calls are not left to timing noise.
 
     With ``noise`` (the relative noise of the latency measurement), each candidate's score is
     also computed at its latency times ``1 - noise`` and ``1 + noise``. Every candidate whose best
@@ -191,6 +193,8 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
     """
     if not candidates:
         raise ValueError("no candidates to select from")
+    everyone = list(candidates)
+    candidates = admissible(everyone, targets)
 
     def key(c: Candidate) -> tuple:
         return (c.score if c.score is not None else -math.inf,
@@ -214,9 +218,38 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
             best = max(tied, key=lambda c: (c.extra["score_at_predicted"], c.log_prob))
             best.extra["chosen_by"] = (f"tie within the latency noise (+-{100 * noise:.1f}%) between {len(tied)} "
                                        "candidates: best score at the predicted latency")
-    for c in candidates:
+    for c in everyone:
         c.chosen = c is best
     return best
+
+
+def meets_target(c: Candidate, targets: Targets | None) -> bool:
+    """Whether ``c`` meets the latency (or MACs) target, judged on the deterministic prediction
+    where there is one (the measurement's noise is several per cent on a shared machine), else
+    on the measurement; always true without a target."""
+    if targets is None:
+        return True
+    if targets.cost == "macs":
+        return c.macs is not None and c.macs <= targets.latency
+    lat = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
+    return lat is not None and lat <= targets.latency
+
+
+def admissible(candidates: Sequence[Candidate], targets: Targets | None) -> list[Candidate]:
+    """The candidates that meet the target, or all of them when none does.
+
+    The target is a constraint: a candidate over it does not compete with one under it, however
+    the score trades the two (a positive ``latency_weight_below`` scores a network just over
+    the target above one well under it; 4 of 26 searches with 0.3 in BENCHMARKS.md 11.14 returned such a
+    network while their argmax met the target). Each candidate's ``extra["meets_target"]``
+    records the verdict.
+    """
+    verdict = [meets_target(c, targets) for c in candidates]
+    for c, ok in zip(candidates, verdict):
+        if targets is not None:
+            c.extra["meets_target"] = ok
+    chosen = [c for c, ok in zip(candidates, verdict) if ok]
+    return chosen or list(candidates)
 
 
 def select_under_accuracy_noise(candidates: Sequence[Candidate], correct: Sequence[Sequence[bool]],
@@ -224,15 +257,19 @@ def select_under_accuracy_noise(candidates: Sequence[Candidate], correct: Sequen
     """The fastest candidate whose supernet accuracy is within the noise of the best one.
 
     ``correct[i]`` is candidate i's per-image correctness on the validation images (the same
-    images for every candidate). Admissible candidates are those at or below ``target_ms`` (all
-    when none is); among them the most accurate is the reference, and every candidate whose
+    images for every candidate). Admissible candidates are those whose predicted latency (the
+    measured one where there is no prediction) is at or below ``target_ms`` (all when none is); among them the most accurate is the reference, and every candidate whose
     accuracy lies within ``z`` paired standard errors of it (:func:`~hwnas_darts.stats.paired_accuracy_se`)
     is as good as far as the validation images can tell: the fastest of those is returned. Each
     candidate's ``extra["accuracy_gap_se"]`` says how many standard errors it is behind.
     """
     from .stats import paired_accuracy_se
 
-    idx = [i for i, c in enumerate(candidates) if target_ms is None or (c.latency_ms or math.inf) <= target_ms]
+    def lat(c: Candidate) -> float:
+        v = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
+        return math.inf if v is None else v
+
+    idx = [i for i, c in enumerate(candidates) if target_ms is None or lat(c) <= target_ms]
     idx = idx or list(range(len(candidates)))
     ref = max(idx, key=lambda i: (candidates[i].val_accuracy or 0.0, -(candidates[i].latency_ms or math.inf)))
     close = []
