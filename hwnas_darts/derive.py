@@ -13,8 +13,9 @@ predicted latency meets the target. Each candidate gets
 * latency **measured on the device** end to end (all candidates in interleaved rounds), MACs,
   bytes, intensity I and efficiency E against the device roofline,
 
-and the multi-objective score; among the candidates that meet the target (on the latency
-model's prediction; all of them when none does) the highest score wins. ``max_skips`` caps the number of skip
+and the multi-objective score; the highest score wins, with a target-seeking form (``hinge``,
+``mnasnet``) among the candidates that meet the target (on the latency model's prediction; all
+of them when none does). ``max_skips`` caps the number of skip
 layers of every candidate (the guard against the DARTS collapse onto skip connections).
 """
 
@@ -181,8 +182,9 @@ def score_candidates(candidates: Sequence[Candidate], cfg: ObjectiveConfig, targ
 
 def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: ObjectiveConfig | None = None,
                 targets: Targets | None = None) -> Candidate:
-    """The highest-scoring candidate among those that meet the target (:func:`admissible`);
-    close calls are not left to timing noise.
+    """The highest-scoring candidate; with a target-seeking objective form (``hinge``,
+    ``mnasnet``: ``cfg`` given) only among those that meet the target (:func:`admissible`).
+    Close calls are not left to timing noise.
 
     With ``noise`` (the relative noise of the latency measurement), each candidate's score is
     also computed at its latency times ``1 - noise`` and ``1 + noise``. Every candidate whose best
@@ -194,7 +196,8 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
     if not candidates:
         raise ValueError("no candidates to select from")
     everyone = list(candidates)
-    candidates = admissible(everyone, targets)
+    if cfg is not None and cfg.form in TARGET_FORMS:
+        candidates = admissible(everyone, targets)
 
     def key(c: Candidate) -> tuple:
         return (c.score if c.score is not None else -math.inf,
@@ -221,6 +224,9 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
     for c in everyone:
         c.chosen = c is best
     return best
+
+
+TARGET_FORMS = ("hinge", "mnasnet")  # the objective forms whose latency is a target, not a reference
 
 
 def meets_target(c: Candidate, targets: Targets | None) -> bool:

@@ -114,6 +114,12 @@ def test_a_candidate_over_the_target_does_not_beat_one_under_it(tiny_space):
         c.latency_ms_predicted += 1.0
     score_candidates(cs, cfg, t)
     assert len(admissible(cs, t)) == 2 and select_best(cs, cfg=cfg, targets=t) in cs
+    # in the score form the latency is a reference, not a target: nothing is excluded
+    cs = cands()
+    ref = ObjectiveConfig(form="score", latency_weight=-0.07)
+    score_candidates(cs, ref, t)
+    assert select_best(cs, cfg=ref, targets=t) is max(cs, key=lambda c: c.score)
+    assert "meets_target" not in cs[0].extra
     # a MACs target is judged on MACs
     m = Targets(latency=1e6, intensity=1.0, efficiency=1.0, cost="macs")
     cs = cands()
