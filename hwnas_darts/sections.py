@@ -215,7 +215,7 @@ class ObjectiveConfig(Section):
     target_quantile: float = Field(0.5, gt=0, lt=1)
     intensity_target: Target = "auto"
     efficiency_target: Target = "auto"
-    latency_weight_below: float = 0.0
+    latency_weight_below: float = 0.3
     latency_weight_above: float = -1.0
     hinge_weight: float = Field(2.0, ge=0)
     fbnet_alpha: float = Field(0.2, ge=0)
