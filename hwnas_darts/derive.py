@@ -34,7 +34,7 @@ from .context import Derived
 from .decision import near_tie_variants
 from .evaluate import evaluate_accuracy, finetune_subnet, recalibrate_bn
 from .io import atomic_write_json, read_json
-from .objective import Targets, score
+from .objective import TARGET_FORMS, Targets, score
 from .space.arch import Arch
 from .supernet import SuperNet
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .context import RunContext
 
 __all__ = ["Candidate", "Derived", "select_under_accuracy_noise", "derive_stage", "MAX_TIE_NOISE", "propose_candidates", "constrained_argmax", "limit_skips", "evaluate_accuracy", "recalibrate_bn",
-           "score_candidates", "select_best", "skip_share", "admissible", "meets_target"]
+           "score_candidates", "select_best", "skip_share", "admissible", "meets_target", "judged_latency"]
 
 _logger = logging.getLogger(__name__)
 
@@ -226,19 +226,20 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
     return best
 
 
-TARGET_FORMS = ("hinge", "mnasnet")  # the objective forms whose latency is a target, not a reference
+def judged_latency(c: Candidate) -> float:
+    """The latency a target judges ``c`` by: the deterministic prediction where there is one (the
+    measurement's noise is several per cent on a shared machine), else the measurement."""
+    v = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
+    return math.inf if v is None else v
 
 
 def meets_target(c: Candidate, targets: Targets | None) -> bool:
-    """Whether ``c`` meets the latency (or MACs) target, judged on the deterministic prediction
-    where there is one (the measurement's noise is several per cent on a shared machine), else
-    on the measurement; always true without a target."""
+    """Whether ``c`` meets the latency (:func:`judged_latency`) or MACs target; always true without one."""
     if targets is None:
         return True
     if targets.cost == "macs":
         return c.macs is not None and c.macs <= targets.latency
-    lat = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
-    return lat is not None and lat <= targets.latency
+    return judged_latency(c) <= targets.latency
 
 
 def admissible(candidates: Sequence[Candidate], targets: Targets | None) -> list[Candidate]:
@@ -251,11 +252,10 @@ def admissible(candidates: Sequence[Candidate], targets: Targets | None) -> list
     records the verdict.
     """
     verdict = [meets_target(c, targets) for c in candidates]
-    for c, ok in zip(candidates, verdict):
-        if targets is not None:
+    if targets is not None:
+        for c, ok in zip(candidates, verdict):
             c.extra["meets_target"] = ok
-    chosen = [c for c, ok in zip(candidates, verdict) if ok]
-    return chosen or list(candidates)
+    return [c for c, ok in zip(candidates, verdict) if ok] or list(candidates)
 
 
 def select_under_accuracy_noise(candidates: Sequence[Candidate], correct: Sequence[Sequence[bool]],
@@ -271,11 +271,7 @@ def select_under_accuracy_noise(candidates: Sequence[Candidate], correct: Sequen
     """
     from .stats import paired_accuracy_se
 
-    def lat(c: Candidate) -> float:
-        v = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
-        return math.inf if v is None else v
-
-    idx = [i for i, c in enumerate(candidates) if target_ms is None or lat(c) <= target_ms]
+    idx = [i for i, c in enumerate(candidates) if target_ms is None or judged_latency(c) <= target_ms]
     idx = idx or list(range(len(candidates)))
     ref = max(idx, key=lambda i: (candidates[i].val_accuracy or 0.0, -(candidates[i].latency_ms or math.inf)))
     close = []

@@ -47,9 +47,12 @@ if TYPE_CHECKING:
     from .hardware.model import LatencyModel
     from .space.space import SearchSpace
 
-__all__ = ["Targets", "resolve_targets", "resolve_run_targets", "HardwareObjective", "score", "latency_exponent"]
+__all__ = ["Targets", "resolve_targets", "resolve_run_targets", "HardwareObjective", "score", "latency_exponent", "TARGET_FORMS"]
 
 _logger = logging.getLogger(__name__)
+
+
+TARGET_FORMS = ("hinge", "mnasnet")  # the forms whose latency is a target (a constraint), not a reference
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def resolve_targets(cfg: ObjectiveConfig, model: "LatencyModel", space: "SearchS
 
 def latency_exponent(cfg: ObjectiveConfig, ratio: float) -> float:
     """The exponent ``w`` applied to ``LAT/LAT_t`` in the score for this form."""
-    if cfg.form in ("hinge", "mnasnet"):
+    if cfg.form in TARGET_FORMS:
         return cfg.latency_weight_below if ratio <= 1.0 else cfg.latency_weight_above
     return cfg.latency_weight
 
@@ -175,7 +178,7 @@ class HardwareObjective(nn.Module):
         lat = exp["macs"] if c.cost == "macs" else exp["latency_ms"]
         lat = lat.to(ce.dtype)
         mode_lat = None
-        if c.argmax_latency and c.form in ("hinge", "mnasnet") and self.latency_on:
+        if c.argmax_latency and c.form in TARGET_FORMS and self.latency_on:
             # the target binds the network the search returns: the argmax's own cost raises the
             # term's value where it exceeds the expectation; the gradient is the expectation's
             mode_lat = self.argmax_cost(probs)
