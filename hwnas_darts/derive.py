@@ -216,8 +216,7 @@ def select_best(candidates: Sequence[Candidate], noise: float = 0.0, cfg: Object
         if len(tied) > 1:
             for c in tied:
                 c.extra["tie"] = True
-                pred = c.latency_ms_predicted if c.latency_ms_predicted is not None else c.latency_ms
-                c.extra["score_at_predicted"] = at(c, pred)
+                c.extra["score_at_predicted"] = at(c, judged_latency(c))
             best = max(tied, key=lambda c: (c.extra["score_at_predicted"], c.log_prob))
             best.extra["chosen_by"] = (f"tie within the latency noise (+-{100 * noise:.1f}%) between {len(tied)} "
                                        "candidates: best score at the predicted latency")
