@@ -10,8 +10,9 @@ predicted latency meets the target. Each candidate gets
 
 * accuracy on the architecture-validation split with the supernet's shared weights
   (optionally after a short fine-tune of a copy of the supernet on that subnet), and
-* latency **measured on the device** end to end (all candidates in interleaved rounds), MACs,
-  bytes, intensity I and efficiency E against the device roofline,
+* latency **measured on the device** end to end (all candidates in interleaved rounds; a lone
+  candidate, whose choice no latency changes, keeps its prediction and is measured once, by the
+  profile stage), MACs, bytes, intensity I and efficiency E against the device roofline,
 
 and the multi-objective score; the highest score wins, with a target-seeking form (``hinge``,
 ``mnasnet``) among the candidates that meet the target (on the latency model's prediction; all
@@ -324,10 +325,13 @@ def _measure(ctx: "RunContext", cands: list[Candidate]) -> float:
     from .hardware.calibration import measurement_noise
     from .hardware.model import measure_arch_timings
 
-    if not ctx.cfg.derive.measure:
+    if not ctx.cfg.derive.measure or len(cands) == 1:
+        # one candidate (a decided search): no choice rests on its latency, and the profile stage
+        # measures the network the same way (fresh processes, anchored), so it is measured once
         for c in cands:
             _hardware_metrics(ctx, c, ctx.model.predict(c.arch))
-            c.extra["latency_source"] = "predicted"
+            c.extra["latency_source"] = ("predicted" if not ctx.cfg.derive.measure
+                                         else "predicted (the only candidate: profile.json has its measurement)")
         return 0.0
     timings = measure_arch_timings(ctx.space, [c.arch for c in cands], ctx.settings, ctx.table)
     noise = max(ctx.cfg.derive.noise_floor, measurement_noise(timings))

@@ -196,8 +196,10 @@ def write_report(run_dir: Path, ctx: dict[str, Any]) -> Path:
                            f"`{r['op']}`", round(r["p_op"], 3), r["rank"]] for r in rows]), ""]
     lines += [img("alphas", "alpha heatmaps"), img("losses", "loss terms")]
     if cands:
+        lone = len(cands) == 1 and str(cands[0].get("latency_source", "")).startswith("predicted (")
         lines += ["## Candidates", "", "Accuracy on the architecture-validation split with the supernet's weights; hardware "
-                  "metrics measured on the device.", "",
+                  + ("metrics from the latency model: the search returned one candidate, so no choice rests on its latency "
+                     "(its measurement is the final network's, below)." if lone else "metrics measured on the device."), "",
                   _table(["", "arch", "sources", "val acc", "latency ms", "predicted ms", "MACs", "I", "E", "score"],
                          [["**>**" if c.get("chosen") else "", f"`{c['arch']}`", ",".join(c.get("sources", [])),
                            c.get("val_accuracy"), c.get("latency_ms"), c.get("latency_ms_predicted"), c.get("macs"),

@@ -60,7 +60,7 @@ def temperature(cfg: SearchConfig, epoch: int) -> float:
 
 def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, samples: int,
                        baseline: torch.Tensor | None = None, decay: float = 0.95,
-                       layer: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                       layer: int | None = None, share: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The cross-entropy of the architecture step as a policy-gradient surrogate (REINFORCE).
 
     ``samples`` paths are drawn from ``softmax(alpha)`` and scored on the same batch without
@@ -74,6 +74,11 @@ def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, sample
     ``layer``: the paths share one sampled path everywhere but in that layer, where each draws its
     own op; the estimate is then the (still unbiased) gradient of that layer's alphas alone, and the
     other layers' choices no longer add noise to the comparison.
+
+    ``share``: the paths are scored with :meth:`SuperNet.forward_paths` (shared prefixes computed
+    once: the same logits for deterministic ops); false: one separate forward per path (ops that
+    draw random numbers inside the searched layers need this, or paths sharing a prefix share its
+    draw and their advantages shrink).
     """
     idx = net.sample_indices(samples)
     if layer is not None:  # every path takes the first one's ops outside ``layer``
@@ -81,8 +86,8 @@ def policy_gradient_ce(net: SuperNet, xv: torch.Tensor, yv: torch.Tensor, sample
         idx[:, others] = idx[0, others]
     with torch.no_grad():
         ces, hits = [], []
-        for row in idx.tolist():
-            logits = net(xv, indices=row)
+        rows = idx.tolist()
+        for logits in (net.forward_paths(xv, rows) if share else [net(xv, indices=r) for r in rows]):
             ces.append(F.cross_entropy(logits.float(), yv))
             hits.append((logits.argmax(1) == yv).float().mean())
         ce = torch.stack(ces)
@@ -225,7 +230,7 @@ class SearchModule(pl.LightningModule):
         gradient; leaves the result in ``alpha.grad`` (averaged across ranks)."""
         net = self.supernet
         ce_sur, stats = policy_gradient_ce(net, self._prep(xv), yv, self.cfg.arch_samples, self.ce_baseline,
-                                           self.cfg.baseline_decay)
+                                           self.cfg.baseline_decay, share=self.cfg.share_paths)
         if self.objective is not None:
             loss, details = self.objective(ce_sur, net.probs())
         else:

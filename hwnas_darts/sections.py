@@ -137,6 +137,11 @@ class SearchConfig(Section):
     # leave-one-out baseline; 1: against a moving average of past rewards with this decay)
     arch_samples: int = Field(4, ge=1, le=64)
     baseline_decay: float = Field(0.95, ge=0, lt=1)
+    # reinforce: the scored paths share the computation of the layers they agree on (the stem always;
+    # a decided distribution's paths nearly everywhere). The same logits as separate forwards for
+    # deterministic ops - every op this package builds (its only dropout, the head's, runs per path);
+    # false for custom ops that draw random numbers, whose paths would then share one draw
+    share_paths: bool = True
     # reinforce: which paths the weight steps train - the policy's samples (TuNAS) or uniform ones
     # (SPOS/FairNAS: every op trained as often, so the policy compares ops trained alike)
     weight_sampling: Literal["policy", "uniform"] = "policy"

@@ -173,6 +173,41 @@ class SuperNet(nn.Module):
             x = m(x, mode, self.tau, idx)
         return self.head(x)
 
+    def forward_paths(self, x: torch.Tensor, paths: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """The logits of several subnets (candidate ``indices`` per layer, one row per path) on one batch.
+
+        The same as ``[self(x, indices=row) for row in paths]``, with the computation the paths
+        share done once: the stem runs once, and the paths are grouped layer by layer into a tree
+        (paths that took the same ops so far share one activation), evaluated depth first. A
+        decided distribution's samples are mostly one path, so scoring ``k`` of them costs little
+        more than one forward. The head runs once per path, in row order, so a dropout in it draws
+        the same random numbers as separate forwards would, and every logit is the same. Only the
+        BatchNorm running statistics (training mode) differ: a shared layer updates them once per
+        batch instead of once per path that runs it.
+        """
+        rows = [list(r) for r in paths]
+        for r in rows:
+            if len(r) != len(self.mixed):
+                raise ValueError(f"{len(r)} candidate indices for {len(self.mixed)} searchable layers")
+        feats: list[torch.Tensor | None] = [None] * len(rows)
+
+        def grow(h: torch.Tensor, depth: int, members: list[int]) -> None:
+            if depth == len(self.mixed):
+                for i in members:
+                    feats[i] = h
+                return
+            groups: dict[int, list[int]] = {}
+            for i in members:
+                groups.setdefault(rows[i][depth], []).append(i)
+            for op, group in groups.items():
+                grow(self.mixed[depth](h, self.relaxation, self.tau, op), depth + 1, group)
+
+        if rows:
+            grow(self.stem(x), 0, list(range(len(rows))))
+            for m, i in zip(self.mixed, rows[-1]):  # as after the last of separate forwards
+                m.last_index = i
+        return [self.head(f) for f in feats]
+
     # -- architecture distribution ------------------------------------------------------------
     def probs(self) -> list[torch.Tensor]:
         """Differentiable per-layer candidate probabilities ``softmax(alpha)``."""

@@ -211,3 +211,32 @@ def test_accuracy_noise_picks_the_fastest_of_the_statistically_tied():
     assert "accuracy_gap_se" not in cands[3].extra  # not admissible: slower than the target
     # with no target the far more accurate D is the reference, and nothing else is close to it
     assert select_under_accuracy_noise(cands, [a, b, c, d]).arch.ops == ("fmb_k3_e2_relu",)
+
+
+def test_a_lone_candidate_is_not_measured_twice(tiny_space, monkeypatch):
+    """derive measures candidates only to choose between them: a lone one keeps its prediction (the
+    profile stage measures the final network), two or more are measured."""
+    from types import SimpleNamespace
+
+    import hwnas_darts.hardware.model as hm
+    from hwnas_darts import derive as d
+    from hwnas_darts.hardware.timing import Timing
+
+    model = SimpleNamespace(predict=lambda a: 4.0, counts=lambda a: {"macs": 1e6, "bytes": 1e5, "intensity": 10.0})
+    ctx = SimpleNamespace(cfg=SimpleNamespace(derive=SimpleNamespace(measure=True, noise_floor=0.02)), model=model,
+                          table=SimpleNamespace(roofline=None), space=tiny_space, settings=None)
+    calls = []
+
+    def fake(space, archs, settings, table):
+        calls.append(len(archs))
+        return [Timing.from_samples([5.0, 5.1, 4.9], 1) for _ in archs]
+
+    monkeypatch.setattr(hm, "measure_arch_timings", fake)
+    one = [Candidate(tiny_space.sample(0), ["argmax"], -1.0)]
+    assert d._measure(ctx, one) == 0.0 and calls == []
+    assert one[0].latency_ms == 4.0 and one[0].extra["latency_source"].startswith("predicted (the only candidate")
+    two = [Candidate(tiny_space.sample(0), ["argmax"], -1.0), Candidate(tiny_space.sample(1), ["near-tie"], -2.0)]
+    assert d._measure(ctx, two) >= 0.02 and calls == [2]
+    assert all(c.latency_ms == pytest.approx(5.0) and c.extra["latency_source"] == "measured" for c in two)
+    ctx.cfg.derive.measure = False
+    assert d._measure(ctx, two) == 0.0 and calls == [2] and two[0].extra["latency_source"] == "predicted"

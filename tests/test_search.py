@@ -166,14 +166,31 @@ class _Blur(torch.nn.Module):
         return x + 1.5 * torch.randn_like(x)
 
 
-@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "reinforce", "reinforce search.weight_sampling=uniform"])
+class _Garble(torch.nn.Module):
+    """A bad op that is deterministic, as every real op is: the features drowned in noise drawn from a
+    generator seeded by the input itself (the same output for the same input, so a path prefix
+    shared by several scored paths gives each what a separate forward would)."""
+
+    def forward(self, x):
+        seed = int(torch.round(x.detach().double().abs().sum() * 1e4)) % (2 ** 31)
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        return x + 1.5 * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+
+
+@pytest.mark.parametrize("relaxation", ["softmax", "gumbel", "reinforce", "reinforce search.share_paths=false noise",
+                                        "reinforce search.weight_sampling=uniform",
+                                        "reinforce search.weight_sampling=uniform search.share_paths=false noise"])
 def test_every_relaxation_finds_the_known_best_op_of_a_toy_supernet(tmp_path, relaxation):
     """Three layers of four candidates; in layer l only candidate ``best[l]`` keeps the signal, the
-    others add noise. From uniform alphas and within 80 architecture steps, each relaxation's argmax
-    is the known best path and it holds most of each layer's probability."""
+    others drown it in noise: a deterministic function of the input (as every real op is), or,
+    with ``noise``, fresh random numbers, which need one separate forward per scored path (shared
+    prefixes would share a draw). From uniform alphas and within 80 architecture steps, each
+    relaxation's argmax is the known best path and it holds most of each layer's probability."""
     cfg_path = tmp_path / "toy.yaml"
     cfg_path.write_text(TOY)
     name, *extra = relaxation.split()
+    bad = _Blur if "noise" in extra else _Garble
+    extra = [e for e in extra if e != "noise"]
     cfg = load_config(cfg_path, [f"search.relaxation={name}", *extra])
     from hwnas_darts.space import SearchSpace
 
@@ -182,7 +199,7 @@ def test_every_relaxation_finds_the_known_best_op_of_a_toy_supernet(tmp_path, re
     module = SearchModule(space, cfg.search, None)
     best = [1, 3, 0]
     for m, b in zip(module.supernet.mixed, best):
-        m.ops = torch.nn.ModuleList(_Keep() if i == b else _Blur() for i in range(len(m.ops)))
+        m.ops = torch.nn.ModuleList(_Keep() if i == b else bad() for i in range(len(m.ops)))
     assert all(float(p.max() - p.min()) == 0 for p in module.supernet.probs())  # a uniform start
     trainer = pl.Trainer(max_epochs=cfg.search.epochs, limit_train_batches=16, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")

@@ -163,3 +163,33 @@ def test_uniform_weight_sampling_ignores_the_policy(tiny_space):
     assert (counts > 60).all(), counts  # each op about 100 times
     with pytest.raises(ValueError, match="weight_sampling"):
         SuperNet(tiny_space, "reinforce", weight_sampling="fair")
+
+
+def test_forward_paths_matches_separate_forwards_and_shares_prefixes(tiny_space):
+    """Scoring several paths at once gives every path the logits a separate forward gives (training
+    mode, the head's dropout drawing from the same random stream), and runs a shared prefix once."""
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space, "reinforce").train()
+    net.head.dropout = torch.nn.Dropout(0.5)  # randomness in the head: the order of the draws matters
+    sizes = [len(m.candidates) for m in net.mixed]
+    x = torch.randn(6, 1, 16, 16)
+    rows = [[0] * len(sizes), [0] * len(sizes), [s - 1 for s in sizes], [0] * (len(sizes) - 1) + [sizes[-1] - 1]]
+    with torch.no_grad():
+        torch.manual_seed(1)
+        separate = [net(x, indices=r) for r in rows]
+        torch.manual_seed(1)
+        calls, hooks = _count_calls(net)
+        shared = net.forward_paths(x, rows)
+        for h in hooks:
+            h.remove()
+    assert len(shared) == len(rows)
+    for a, b in zip(separate, shared):
+        assert torch.equal(a, b)
+    assert not torch.equal(separate[0], separate[1])  # the dropout draws differ per path, as before
+    # rows 0, 1 and 3 share layer 0's op 0; rows 0 and 1 share every layer
+    assert calls[(net.mixed[0].name, net.mixed[0].candidates[0])] == 1
+    assert calls[(net.mixed[-1].name, net.mixed[-1].candidates[0])] == 1
+    assert sum(calls.values()) < len(rows) * len(sizes)
+    assert [m.last_index for m in net.mixed] == rows[-1]
+    with pytest.raises(ValueError, match="candidate indices"):
+        net.forward_paths(x, [[0]])

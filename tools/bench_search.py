@@ -13,6 +13,13 @@ followed by a dispatch-mode counter.
     python tools/bench_search.py                      # default config, batch 64, every relaxation
     python tools/bench_search.py --config configs/tiny.yaml --iters 5 --json out.json
     python tools/bench_search.py --run runs/fashion_mnist --relaxations reinforce   # + stage times of a fit run
+    python tools/bench_search.py --paths --iters 30   # reinforce's path scoring: separate forwards vs shared prefixes
+
+``--paths``: the architecture step's scoring of ``search.arch_samples`` sampled paths on a
+validation batch (no gradient through the network), as separate forwards (before 2026-12-07) and
+as one :meth:`SuperNet.forward_paths` tree (shared prefixes once), interleaved, at distributions
+from uniform to decided (the top op's logit ``c`` above the rest, ``--concentrations``); both
+give the same logits (checked every iteration).
 """
 
 from __future__ import annotations
@@ -203,6 +210,56 @@ def bench(cfg_path: str | None, overrides: list[str], iters: int, warmup: int, r
     return results
 
 
+def bench_paths(cfg_path: str | None, overrides: list[str], iters: int, warmup: int,
+                concentrations: list[float]) -> dict:
+    """Median seconds of scoring ``arch_samples`` paths, separate forwards vs shared prefixes, per concentration."""
+    import math
+
+    cfg = load_config(cfg_path, overrides)
+    space = SearchSpace.from_config(cfg)
+    dm = HwnasDataModule(cfg.data, cfg.seed, mode="search")
+    dm.setup()
+    cl = cfg.trainer.fixed_channels_last()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    vals = [b[1][0].contiguous(memory_format=fmt) for b in _batches(dm, iters + warmup)]
+    torch.manual_seed(cfg.seed)
+    net = SuperNet(space, "reinforce").train().to(memory_format=fmt)
+    k = cfg.search.arch_samples
+    out = {"config": cfg_path or "default", "batch_size": cfg.data.batch_size, "threads": torch.get_num_threads(),
+           "arch_samples": k, "channels_last": cl, "iterations": iters, "concentrations": {}}
+    for c in concentrations:
+        g = torch.Generator().manual_seed(cfg.seed)
+        with torch.no_grad():
+            for a in net.arch_parameters():  # op 0..n-1 at random on top, the rest level
+                a.zero_()
+                a[int(torch.randint(len(a), (1,), generator=g))] = c
+        ent = statistics.mean(net.entropies().values())
+        sep, sh, distinct = [], [], []
+        for i, xv in enumerate(vals):
+            rows = net.sample_indices(k).tolist()
+            distinct.append(statistics.mean(len({r[j] for r in rows}) for j in range(len(space.layers))))
+            with torch.no_grad():
+                torch.manual_seed(i)
+                t0 = time.perf_counter()
+                a = [net(xv, indices=r) for r in rows]
+                t1 = time.perf_counter()
+                torch.manual_seed(i)
+                b = net.forward_paths(xv, rows)
+                t2 = time.perf_counter()
+            if not all(torch.equal(u, v) for u, v in zip(a, b)):
+                raise AssertionError("forward_paths gave other logits than separate forwards")
+            if i >= warmup:
+                sep.append(t1 - t0)
+                sh.append(t2 - t1)
+        ms, mh = statistics.median(sep), statistics.median(sh)
+        out["concentrations"][str(c)] = {
+            "top_prob": math.exp(c) / (math.exp(c) + len(space.layers[0].candidates) - 1),
+            "mean_entropy": ent, "distinct_ops_per_layer": statistics.mean(distinct),
+            "separate_ms": [1e3 * t for t in sep], "shared_ms": [1e3 * t for t in sh],
+            "separate_median_ms": 1e3 * ms, "shared_median_ms": 1e3 * mh, "ratio": mh / ms}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config")
@@ -213,8 +270,23 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (GPU training precision)")
     ap.add_argument("--run", help="also print the stage times of this fit run directory (state.json, lut.json)")
+    ap.add_argument("--paths", action="store_true", help="time reinforce's path scoring: separate vs shared prefixes")
+    ap.add_argument("--concentrations", default="0,1,2,3,4,6",
+                    help="--paths: the top op's logit above the others' (0 = uniform)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    if args.paths:
+        res = bench_paths(args.config, args.overrides, args.iters, args.warmup,
+                          [float(c) for c in args.concentrations.split(",")])
+        print(f"{res['arch_samples']} paths per architecture step, batch {res['batch_size']}, {res['threads']} threads, "
+              f"{res['iterations']} iterations")
+        print(f"{'c':>4s} {'entropy':>8s} {'ops/layer':>9s} {'separate ms':>12s} {'shared ms':>10s} {'ratio':>6s}")
+        for c, r in res["concentrations"].items():
+            print(f"{c:>4s} {r['mean_entropy']:8.2f} {r['distinct_ops_per_layer']:9.2f} {r['separate_median_ms']:12.1f} "
+                  f"{r['shared_median_ms']:10.1f} {r['ratio']:6.2f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return 0
     res = bench(args.config, args.overrides, args.iters, args.warmup, args.relaxations.split(","), args.device, args.bf16)
     print(f"{res['space']}; batch {res['batch_size']}, {res['threads']} threads, {res['iterations']} iterations, "
           f"channels_last={res['channels_last']}")
