@@ -209,10 +209,13 @@ class SearchModule(pl.LightningModule):
         # weight step
         self.toggle_optimizer(w_opt)
         w_opt.zero_grad(set_to_none=True)
-        logits = self.supernet(self._prep(x))
-        ce = F.cross_entropy(logits, y)
-        self._check_finite(ce, "training loss", batch_idx)
-        self.manual_backward(ce)
+        if self.cfg.weight_sampling == "sandwich":
+            logits, ce = self._sandwich_step(self._prep(x), y, batch_idx)
+        else:
+            logits = self.supernet(self._prep(x))
+            ce = F.cross_entropy(logits, y)
+            self._check_finite(ce, "training loss", batch_idx)
+            self.manual_backward(ce)
         if self.cfg.grad_clip:
             self.clip_gradients(w_opt, gradient_clip_val=self.cfg.grad_clip, gradient_clip_algorithm="norm")
         w_opt.step()
@@ -224,6 +227,26 @@ class SearchModule(pl.LightningModule):
         self._track("train/ce", ce, len(y))
         self._track("train/acc", acc, len(y))
         self.log("search/train_ce", ce.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=len(y))
+
+    def _sandwich_step(self, x: torch.Tensor, y: torch.Tensor, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sandwich rule's weight gradients (BigNAS): the largest path on the labels, then the
+        smallest and ``sandwich_random`` uniform paths - on the largest's detached soft predictions
+        with ``inplace_distill``, else on the labels - their gradients summed into one step. Returns
+        the largest path's logits and the paths' mean cross-entropy against the labels (logged)."""
+        net = self.supernet
+        paths = net.sandwich_paths(self.cfg.sandwich_random)
+        teacher = net(x, indices=paths[0])
+        ces = [F.cross_entropy(teacher, y)]
+        self._check_finite(ces[0], "training loss", batch_idx)
+        self.manual_backward(ces[0])
+        soft = F.softmax(teacher.detach().float(), dim=1) if self.cfg.inplace_distill else None
+        for row in paths[1:]:
+            logits = net(x, indices=row)
+            loss = F.cross_entropy(logits, y if soft is None else soft.to(logits.dtype))
+            self._check_finite(loss, "training loss", batch_idx)
+            self.manual_backward(loss)
+            ces.append(F.cross_entropy(logits.detach(), y) if soft is not None else loss.detach())
+        return teacher, torch.stack([c.detach() for c in ces]).mean()
 
     def _policy_gradient(self, xv: torch.Tensor, yv: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """REINFORCE with a baseline (:func:`policy_gradient_ce`) plus the hardware terms' exact

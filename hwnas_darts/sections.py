@@ -143,8 +143,12 @@ class SearchConfig(Section):
     # false for custom ops that draw random numbers, whose paths would then share one draw
     share_paths: bool = True
     # reinforce: which paths the weight steps train - the policy's samples (TuNAS) or uniform ones
-    # (SPOS/FairNAS: every op trained as often, so the policy compares ops trained alike)
-    weight_sampling: Literal["policy", "uniform"] = "policy"
+    # (SPOS/FairNAS: every op trained as often, so the policy compares ops trained alike) or the
+    # sandwich rule (BigNAS): each step trains the largest path, the smallest and sandwich_random
+    # uniform ones, the others on the largest's soft predictions when inplace_distill is on
+    weight_sampling: Literal["policy", "uniform", "sandwich"] = "policy"
+    sandwich_random: int = Field(2, ge=0, le=16)
+    inplace_distill: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -158,9 +162,9 @@ class SearchConfig(Section):
 
     @model_validator(mode="after")
     def _relaxation_combinations(self):
-        if self.weight_sampling == "uniform" and self.relaxation != "reinforce":
-            raise ValueError("search.weight_sampling=uniform needs search.relaxation=reinforce (softmax and gumbel "
-                             "train every path in every step)")
+        if self.weight_sampling != "policy" and self.relaxation != "reinforce":
+            raise ValueError(f"search.weight_sampling={self.weight_sampling} needs search.relaxation=reinforce (softmax "
+                             "and gumbel train every path in every step); set weight_sampling=policy")
         if self.second_order and self.relaxation == "reinforce":
             raise ValueError("search.second_order=true differentiates through the weights, which the reinforce "
                              "relaxation does not (its architecture gradient is a policy gradient); use "

@@ -10,7 +10,9 @@ Three relaxations of the categorical choice per layer:
   The search module scores several sampled paths on one validation batch and moves alpha by the
   policy gradient (:func:`hwnas_darts.search.policy_gradient_ce`). With ``weight_sampling="uniform"``
   the weight steps train uniformly sampled paths instead of the policy's (every op as often, as in
-  SPOS/FairNAS), so the policy compares ops trained alike.
+  SPOS/FairNAS), so the policy compares ops trained alike; ``weight_sampling="sandwich"`` (BigNAS's
+  sandwich rule) trains the largest path, the smallest and uniform ones in every step
+  (:meth:`SuperNet.sandwich_paths`; in-place distillation in :class:`hwnas_darts.search.SearchModule`).
 
 ``single_path`` (one sampled path with the straight-through gate ``1 + p_k - sg(p_k)``) was the
 earlier default and is gone: its gradient does not estimate the loss's (docs/BENCHMARKS.md section
@@ -37,10 +39,12 @@ from .space.arch import Arch, Scale
 from .space.ops import build_op, parse_op
 from .space.space import LayerSpec, SearchSpace
 
-__all__ = ["MixedOp", "SuperNet", "RELAXATIONS"]
+__all__ = ["MixedOp", "SuperNet", "RELAXATIONS", "WEIGHT_SAMPLING"]
 
 #: the relaxations a MixedOp implements: the ``search.relaxation`` choices of the config
 RELAXATIONS: tuple[str, ...] = typing.get_args(Relaxation)
+#: which paths the weight steps of the reinforce relaxation train (``search.weight_sampling``)
+WEIGHT_SAMPLING: tuple[str, ...] = ("policy", "uniform", "sandwich")
 
 
 def _check_relaxation(mode: str) -> str:
@@ -85,6 +89,8 @@ class MixedOp(nn.Module):
                     first[key] = op
         self.alpha = nn.Parameter(torch.zeros(len(self.candidates)))
         self.last_index: int | None = None
+        #: trainable parameters of each candidate (shared ones counted for each sharer): its size
+        self.sizes = tuple(sum(p.numel() for p in op.parameters()) for op in self.ops)
 
     def probs(self) -> torch.Tensor:
         """The categorical distribution ``softmax(alpha)`` (differentiable)."""
@@ -134,8 +140,8 @@ class SuperNet(nn.Module):
     def __init__(self, space: SearchSpace, relaxation: str = "reinforce", tau: float = 1.0,
                  share_act_weights: bool = True, weight_sampling: str = "policy"):
         super().__init__()
-        if weight_sampling not in ("policy", "uniform"):
-            raise ValueError(f"weight_sampling must be 'policy' or 'uniform', got {weight_sampling!r}")
+        if weight_sampling not in WEIGHT_SAMPLING:
+            raise ValueError(f"weight_sampling must be one of {', '.join(WEIGHT_SAMPLING)}, got {weight_sampling!r}")
         self.space = space
         self.relaxation = _check_relaxation(relaxation)
         self.tau = float(tau)
@@ -166,7 +172,7 @@ class SuperNet(nn.Module):
         elif len(indices) != len(self.mixed):
             raise ValueError(f"{len(indices)} candidate indices for {len(self.mixed)} searchable layers")
         mode = self.relaxation
-        if mode == "reinforce" and self.weight_sampling == "uniform" and self.training:
+        if mode == "reinforce" and self.weight_sampling != "policy" and self.training:
             mode = "uniform"
         x = self.stem(x)
         for m, idx in zip(self.mixed, indices):
@@ -207,6 +213,19 @@ class SuperNet(nn.Module):
             for m, i in zip(self.mixed, rows[-1]):  # as after the last of separate forwards
                 m.last_index = i
         return [self.head(f) for f in feats]
+
+    def sandwich_paths(self, k: int, generator: torch.Generator | None = None) -> list[list[int]]:
+        """The sandwich rule's paths of one weight step: the largest (per layer the candidate with
+        the most parameters), the smallest (the fewest) and ``k`` uniformly sampled ones, as
+        candidate indices per layer. Ties - candidates that differ only in their activation - are
+        broken at random, so every activation takes its turn in the extreme paths."""
+        def pick(m: MixedOp, best: int) -> int:
+            tied = [i for i, s in enumerate(m.sizes) if s == best]
+            return tied[int(torch.randint(len(tied), (), generator=generator))]
+        largest = [pick(m, max(m.sizes)) for m in self.mixed]
+        smallest = [pick(m, min(m.sizes)) for m in self.mixed]
+        rand = [[int(torch.randint(len(m.ops), (), generator=generator)) for m in self.mixed] for _ in range(k)]
+        return [largest, smallest, *rand]
 
     # -- architecture distribution ------------------------------------------------------------
     def probs(self) -> list[torch.Tensor]:

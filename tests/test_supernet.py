@@ -165,6 +165,28 @@ def test_uniform_weight_sampling_ignores_the_policy(tiny_space):
         SuperNet(tiny_space, "reinforce", weight_sampling="fair")
 
 
+def test_sandwich_paths_are_the_largest_the_smallest_and_uniform_ones(tiny_space):
+    torch.manual_seed(0)
+    net = SuperNet(tiny_space, "reinforce", weight_sampling="sandwich").train()
+    largest_ops, smallest_ops, first_random = set(), set(), []
+    for _ in range(40):
+        paths = net.sandwich_paths(3)
+        assert len(paths) == 5 and all(len(r) == len(net.mixed) for r in paths)
+        for m, big, small in zip(net.mixed, paths[0], paths[1]):
+            assert m.sizes[big] == max(m.sizes) and m.sizes[small] == min(m.sizes)
+            largest_ops.add((m.name, m.candidates[big]))
+            smallest_ops.add((m.name, m.candidates[small]))
+        first_random.append(tuple(paths[2]))
+    assert len(set(first_random)) > 10  # the random paths vary from step to step
+    # an op offered with two activations shares its weights: both take their turn as the largest
+    for m in net.mixed:
+        tied = [c for c, s in zip(m.candidates, m.sizes) if s == max(m.sizes)]
+        assert {c for n, c in largest_ops if n == m.name} == set(tied)
+        assert len(tied) >= 1
+    assert any(len([s for s in m.sizes if s == max(m.sizes)]) > 1 for m in net.mixed)  # ties exist: the check has teeth
+    assert SuperNet(tiny_space, "reinforce", weight_sampling="sandwich").sandwich_paths(0)[2:] == []
+
+
 def test_forward_paths_matches_separate_forwards_and_shares_prefixes(tiny_space):
     """Scoring several paths at once gives every path the logits a separate forward gives (training
     mode, the head's dropout drawing from the same random stream), and runs a shared prefix once."""
