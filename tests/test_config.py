@@ -52,6 +52,15 @@ def test_values_that_scale_time_have_upper_bounds():
             load_config(TINY, [key])
 
 
+def test_weight_sampling_other_than_the_policy_needs_reinforce():
+    for choice in ("uniform", "sandwich"):
+        with pytest.raises(ConfigError, match=f"search.weight_sampling={choice} needs search.relaxation=reinforce"):
+            load_config(TINY, ["search.relaxation=softmax", f"search.weight_sampling={choice}"])
+        assert load_config(TINY, [f"search.weight_sampling={choice}"]).search.weight_sampling == choice
+    with pytest.raises(ConfigError, match="search.sandwich_random"):
+        load_config(TINY, ["search.weight_sampling=sandwich", "search.sandwich_random=-1"])
+
+
 def test_choices_and_nested_unknown_keys():
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"search": {"relaxation": "dart"}, "space": {"stages": [{"widht": 8, "ops": ["skip"]}]}})

@@ -327,6 +327,23 @@ def test_space_ranking_tells_shared_bias_from_noise():
     assert n["ensemble_with_latency"]["minus_latency_ci"][0] > 0  # latency (unrelated here) ranks at chance
 
 
+def test_space_ranking_compares_two_designs_paired_over_networks():
+    tool = _load_tool("space_ranking")
+    rng = np.random.default_rng(3)
+    acc = rng.normal(0.9, 0.005, 30)
+    lat = rng.uniform(3, 8, 30)
+    knows = [tool.ranker_scores(acc + rng.normal(0, 0.002, 30), lat) for _ in range(4)]
+    blind = [tool.ranker_scores(rng.normal(0, 1, 30), lat) for _ in range(2)]  # fewer runs: each design pools its own
+    stack = lambda runs: {k: np.stack([r[k] for r in runs]) for k in runs[0]}
+    d = tool.design_difference(stack(knows), stack(blind), acc, n_boot=300)
+    assert "latency" not in d and set(d) == {"supernet", "combined"}
+    assert d["supernet"]["difference"] > 0.4 and d["supernet"]["ci"][0] > 0
+    same = tool.design_difference(stack(knows), stack(knows), acc, n_boot=100)
+    assert all(v["difference"] == 0 and v["ci"] == [0.0, 0.0] for v in same.values())
+    with pytest.raises(ValueError, match="same networks"):
+        tool.design_difference(stack(knows), {k: v[:, :20] for k, v in stack(blind).items()}, acc)
+
+
 def test_space_ranking_with_random_searchs_proxy_on_a_tiny_run(tiny_run, tmp_path, monkeypatch):
     """The whole tool on a real (tiny) run: the supernet scores the ground-truth networks, --short-train
     trains each from scratch as random search does, and a second call reads both from its caches."""
@@ -351,6 +368,12 @@ def test_space_ranking_with_random_searchs_proxy_on_a_tiny_run(tiny_run, tmp_pat
     monkeypatch.setattr(sys.modules["compare_search"], "short_train_accuracy", no_training)
     assert tool.main(argv) == 0
     assert json.loads((tmp_path / "sr" / "space_ranking.json").read_text())["pooled"] == res["pooled"]
+    # against another design's output (here its own: every difference 0), and a wrong directory refused
+    assert tool.main([str(run), "--ground-truth", str(gt), "--out", str(tmp_path / "sr2"), "--against", str(tmp_path / "sr")]) == 0
+    versus = json.loads((tmp_path / "sr2" / "space_ranking.json").read_text())["against"]["difference"]
+    assert versus and all(v["difference"] == 0 for v in versus.values())
+    with pytest.raises(SystemExit, match="no space_ranking.json"):
+        tool.main([str(run), "--ground-truth", str(gt), "--out", str(tmp_path / "sr3"), "--against", str(tmp_path)])
     with pytest.raises(SystemExit, match="--short-train"):
         tool.main([*argv[:-1], "-2"])
 

@@ -34,7 +34,11 @@ Per run and pooled over runs (each run's scores turned into ranks first), Kendal
 bootstrap interval over networks, and each ranker's tau minus latency's with the paired bootstrap
 interval of the difference (networks resampled, every ranker on the same resample).
 
+Between designs (``--against OTHER_OUT``, another design's output of this tool on the same ground
+truth): each ranker's pooled tau minus the other design's, with a paired bootstrap over networks.
+
     python tools/space_ranking.py --ground-truth runs/gt runs/s0 runs/s1 runs/s2 runs/s3 --out runs/space_ranking
+    python tools/space_ranking.py --ground-truth runs/gt runs/sandwich/s{0,1,2,3} --out runs/sr_sandwich --against runs/space_ranking
 """
 
 from __future__ import annotations
@@ -134,6 +138,32 @@ def band_tau(scores: dict[str, np.ndarray], truth: np.ndarray, latency: np.ndarr
     return out
 
 
+def design_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], truth: np.ndarray, n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Pooled Kendall tau of design ``a``'s runs minus design ``b``'s, per ranker both have (latency
+    aside: the same in both), with a paired bootstrap: a resample draws networks and keeps them in every
+    run of both designs. ``a[k]``, ``b[k]``: shape (runs, n) - each design's own number of runs of the
+    same ``n`` networks; ``truth``: shape (n,)."""
+    keys = [k for k in a if k in b and k != "latency"]
+    n = len(truth)
+    if any(a[k].shape[1] != n or b[k].shape[1] != n for k in keys):
+        raise ValueError("both designs must score the same networks as the ground truth")
+
+    def taus(idx: np.ndarray) -> dict[str, float]:
+        return {k: float(st.kendalltau(a[k][:, idx].ravel(), np.tile(truth[idx], len(a[k]))).statistic)
+                - float(st.kendalltau(b[k][:, idx].ravel(), np.tile(truth[idx], len(b[k]))).statistic) for k in keys}
+
+    point = taus(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, n, n)
+        if np.unique(truth[pick]).size > 1:
+            boots.append(taus(pick))
+    return {k: {"difference": point[k], "ci": [float(np.quantile([x[k] for x in boots], 0.025)),
+                                               float(np.quantile([x[k] for x in boots], 0.975))]} for k in keys}
+
+
 def agreement(per_run: Sequence[dict[str, np.ndarray]], truth: np.ndarray, latency: Sequence[float],
               n_boot: int = 2000) -> dict[str, Any]:
     """What separates the supernets from the ground truth: noise or bias.
@@ -197,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain-sd", type=float, default=None,
                     help="standard deviation of one retraining's test accuracy (e.g. from a network retrained with "
                          "several seeds): reports the tau a perfect ranker would reach against this noise")
+    ap.add_argument("--against", metavar="OUT", default=None,
+                    help="another design's space_ranking output directory (the same ground truth): report this "
+                         "design's pooled tau minus that one's per ranker, paired over networks")
     ap.add_argument("--short-train", type=int, default=0, metavar="STEPS",
                     help="also rank by random search's proxy: each network trained from scratch for STEPS SGD steps "
                          "(search_vs_random uses 300) on the first run's weight split, scored on its validation split")
@@ -272,6 +305,25 @@ def main(argv: list[str] | None = None) -> int:
                              f"{e['kendall_tau']:+.3f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}] | "
                              f"{w['kendall_tau']:+.3f} [{w['ci'][0]:+.2f}, {w['ci'][1]:+.2f}] | "
                              f"{w['minus_latency']:+.3f} [{w['minus_latency_ci'][0]:+.2f}, {w['minus_latency_ci'][1]:+.2f}] |")
+    versus = None
+    if args.against:
+        other_path = Path(args.against) / "space_ranking.json"
+        if not other_path.is_file():
+            raise SystemExit(f"--against {args.against}: no space_ranking.json there; run this tool on the other "
+                             "design's runs with --out " + args.against + " first")
+        other = json.loads(other_path.read_text())
+        if other.get("archs") != archs or other.get("test_accuracy") != acc.tolist():
+            raise SystemExit(f"--against {args.against}: its networks or their accuracies differ from this ground "
+                             "truth's; both designs must be scored against the same --ground-truth")
+        theirs = [ranker_scores(r["supernet_accuracy"], lat, r.get("supernet_mean_loss")) for r in other["runs"]]
+        mine = [{k: v[i] for k, v in pooled_scores.items()} for i in range(len(args.runs))]
+        keys = [k for k in theirs[0] if k in mine[0]]
+        versus = design_difference({k: np.stack([m[k] for m in mine]) for k in keys},
+                                   {k: np.stack([t[k] for t in theirs]) for k in keys}, acc)
+        lines += ["", f"This design ({len(args.runs)} runs) against {args.against} ({len(theirs)} runs), pooled tau "
+                      "minus pooled tau, paired bootstrap over networks:", "",
+                  "| ranker | difference | 95 % interval |", "|---|---|---|"]
+        lines += [f"| {k} | {v['difference']:+.3f} | [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}] |" for k, v in versus.items()]
     ceiling = None
     if args.retrain_sd is not None:
         # the ground truth's accuracies are means of seeds_per_net retrainings: their noise shrinks accordingly
@@ -281,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{seeds_per_net} retraining(s) per network; simulated)."]
     atomic_write_json(out / "space_ranking.json", {"runs": per_run, "pooled": pooled, "within_band": within,
                                                    "agreement": agree, "archs": archs, "ceiling": ceiling,
+                                                   "against": {"out": args.against, "difference": versus} if versus else None,
                                                    "retrain_sd": args.retrain_sd,
                                                    "test_accuracy": acc.tolist(), "latency_ms_predicted": lat})
     atomic_write_text(out / "space_ranking.md", "\n".join(lines) + "\n")
