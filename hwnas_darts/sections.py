@@ -13,6 +13,8 @@ _logger = logging.getLogger("hwnas_darts.config")
 
 MAX_WIDTH = 16384
 Relaxation = Literal["softmax", "gumbel", "reinforce"]
+#: which paths the weight steps of the reinforce relaxation train (``search.weight_sampling``)
+WeightSampling = Literal["policy", "uniform", "sandwich"]
 #: strictly positive / non-negative numbers with an upper bound (``le``) where they scale cost
 Pos = Annotated[float, Field(gt=0)]
 Target = Union[Annotated[float, Field(gt=0)], Literal["auto"]]
@@ -146,7 +148,7 @@ class SearchConfig(Section):
     # (SPOS/FairNAS: every op trained as often, so the policy compares ops trained alike) or the
     # sandwich rule (BigNAS): each step trains the largest path, the smallest and sandwich_random
     # uniform ones, the others on the largest's soft predictions when inplace_distill is on
-    weight_sampling: Literal["policy", "uniform", "sandwich"] = "policy"
+    weight_sampling: WeightSampling = "policy"
     sandwich_random: int = Field(2, ge=0, le=16)
     inplace_distill: bool = True
 

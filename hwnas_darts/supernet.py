@@ -34,7 +34,7 @@ from torch import nn
 
 from .decision import normalized_entropy
 from .network import build_layer
-from .sections import Relaxation
+from .sections import Relaxation, WeightSampling
 from .space.arch import Arch, Scale
 from .space.ops import build_op, parse_op
 from .space.space import LayerSpec, SearchSpace
@@ -43,8 +43,8 @@ __all__ = ["MixedOp", "SuperNet", "RELAXATIONS", "WEIGHT_SAMPLING"]
 
 #: the relaxations a MixedOp implements: the ``search.relaxation`` choices of the config
 RELAXATIONS: tuple[str, ...] = typing.get_args(Relaxation)
-#: which paths the weight steps of the reinforce relaxation train (``search.weight_sampling``)
-WEIGHT_SAMPLING: tuple[str, ...] = ("policy", "uniform", "sandwich")
+#: which paths the weight steps of the reinforce relaxation train: the ``search.weight_sampling`` choices
+WEIGHT_SAMPLING: tuple[str, ...] = typing.get_args(WeightSampling)
 
 
 def _check_relaxation(mode: str) -> str:

@@ -182,7 +182,8 @@ def test_sandwich_paths_are_the_largest_the_smallest_and_uniform_ones(tiny_space
     for m in net.mixed:
         tied = [c for c, s in zip(m.candidates, m.sizes) if s == max(m.sizes)]
         assert {c for n, c in largest_ops if n == m.name} == set(tied)
-        assert len(tied) >= 1
+        tied_small = [c for c, s in zip(m.candidates, m.sizes) if s == min(m.sizes)]
+        assert {c for n, c in smallest_ops if n == m.name} == set(tied_small)
     assert any(len([s for s in m.sizes if s == max(m.sizes)]) > 1 for m in net.mixed)  # ties exist: the check has teeth
     assert SuperNet(tiny_space, "reinforce", weight_sampling="sandwich").sandwich_paths(0)[2:] == []
 
